@@ -1,0 +1,381 @@
+"""A Flax linen BERT with Hugging Face `BertModel` / `BertForMaskedLM` semantics.
+
+Post-LayerNorm encoder, absolute position and token-type embeddings, exact (erf) GELU, an MLM head whose
+decoder is tied to the word embeddings, a tanh pooler and an optional sequence-classification head.
+
+HomoDistil masks (see `jaxdistill.pruning`) are an explicit argument of the forward pass:
+`{"hidden": [d], "attn": [N, H, d_h], "ffn": [N, F]}` of 0/1 values. They gate the global hidden dimension
+(embeddings, every residual write, every LayerNorm, the pooler and the MLM transform), each head dimension
+of Q/K/V, and each FFN neuron. LayerNorm statistics are computed over kept hidden dimensions only, and the
+attention scale stays `1/sqrt(attention_scale_dim)`, so a masked model and its compacted dense copy are the
+same function.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `pos`, `types`,
+`classes`); `jaxdistill.sharding` maps them to mesh axes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = jax.Array
+Masks = Mapping[str, Array]
+
+# Keys of a Hugging Face config.json that BertConfig understands.
+_HF_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+    "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id",
+)
+# jaxdistill-only fields, written to config.json under these names when a model is not standard BERT.
+_EXTRA_FIELDS = ("head_dim", "attention_scale_dim")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """BERT hyper-parameters with Hugging Face field names, plus jaxdistill's model options.
+
+    `head_dim` (default `hidden_size // num_attention_heads`) and `attention_scale_dim` (default
+    `head_dim`) let a compacted HomoDistil student keep fewer dimensions per head than
+    hidden/heads while its attention scale stays that of the teacher; such a model is not expressible as a
+    standard HF `BertConfig` and is exported in jaxdistill's own format.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    head_dim: Optional[int] = None
+    attention_scale_dim: Optional[int] = None
+    # Heads and options that are not part of the HF config proper.
+    with_mlm_head: bool = True
+    with_pooler: bool = True
+    num_labels: int = 0  # > 0 adds a classification head on the pooled output (1 = regression)
+    dtype: str = "float32"  # compute dtype of activations (e.g. "bfloat16" on accelerators)
+    param_dtype: str = "float32"
+    remat: bool = False  # jax.checkpoint every encoder layer
+
+    def __post_init__(self):
+        problems = []
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if int(getattr(self, name)) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.head_dim is None and self.num_attention_heads > 0 and \
+                self.hidden_size % self.num_attention_heads:
+            problems.append(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                f"{self.num_attention_heads}; set head_dim explicitly or change one of them")
+        if self.hidden_act not in _ACTIVATIONS:
+            problems.append(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+        if problems:
+            raise ValueError("invalid BertConfig: " + "; ".join(problems))
+
+    @property
+    def attention_head_size(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+
+    @property
+    def scale_dim(self) -> int:
+        return self.attention_scale_dim if self.attention_scale_dim is not None else self.attention_head_size
+
+    @property
+    def is_standard(self) -> bool:
+        """True when a plain Hugging Face BertConfig describes this model exactly."""
+        return (self.attention_head_size * self.num_attention_heads == self.hidden_size
+                and self.scale_dim == self.hidden_size // self.num_attention_heads)
+
+    @classmethod
+    def from_hf_dict(cls, d: Mapping[str, Any], **overrides) -> "BertConfig":
+        """Builds a config from a Hugging Face `config.json` dict (unknown keys are ignored)."""
+        kwargs = {k: d[k] for k in _HF_FIELDS + _EXTRA_FIELDS if k in d and d[k] is not None}
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(
+                f"position_embedding_type {d['position_embedding_type']!r} is not supported; "
+                "jaxdistill's BERT uses absolute position embeddings")
+        if "num_labels" not in overrides and "id2label" in d and d.get("architectures") and \
+                any("SequenceClassification" in a for a in d["architectures"]):
+            kwargs["num_labels"] = len(d["id2label"])
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def to_hf_dict(self) -> dict:
+        """The Hugging Face `config.json` fields (plus head_dim/attention_scale_dim when non-standard)."""
+        d = {k: getattr(self, k) for k in _HF_FIELDS}
+        d.update(model_type="bert", position_embedding_type="absolute")
+        if not self.is_standard:
+            d.update(head_dim=self.attention_head_size, attention_scale_dim=self.scale_dim)
+        if self.num_labels:
+            d["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
+            d["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
+        return d
+
+    def replace(self, **changes) -> "BertConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _gelu_exact(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+_ACTIVATIONS = {
+    "gelu": _gelu_exact,
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+@struct.dataclass
+class BertOutput:
+    """What `Bert.__call__` returns. Shapes: B batch, L length, d hidden, H heads, d_h head dim, V vocab.
+
+    last_hidden_state: [B, L, d]. pooled: [B, d] or None. mlm_logits: [B, L, V] or None.
+    logits: [B, num_labels] or None. With `output_intermediates=True`, tuples over layers:
+    hidden_states (N+1 entries, embedding output first) [B, L, d]; attention_scores (pre-softmax,
+    scaled, plus the additive key mask) and attention_probs (before dropout) [B, H, L, L];
+    queries, keys, values [B, H, L, d_h]. They are None otherwise.
+    """
+
+    last_hidden_state: Array
+    pooled: Optional[Array] = None
+    mlm_logits: Optional[Array] = None
+    logits: Optional[Array] = None
+    hidden_states: Optional[tuple] = None
+    attention_scores: Optional[tuple] = None
+    attention_probs: Optional[tuple] = None
+    queries: Optional[tuple] = None
+    keys: Optional[tuple] = None
+    values: Optional[tuple] = None
+
+
+def _dense_init(config: BertConfig, names):
+    return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
+
+
+def _zeros(names):
+    return nn.with_logical_partitioning(nn.initializers.zeros, names)
+
+
+def _ones(names):
+    return nn.with_logical_partitioning(nn.initializers.ones, names)
+
+
+def _constrain(x: Array, names) -> Array:
+    """Sharding hint on an activation by logical names; a no-op without logical axis rules."""
+    return nn.with_logical_constraint(x, names)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm whose statistics run over kept dimensions only when `mask` ([d], 0/1) is given.
+
+    Without a mask it is the ordinary LayerNorm (mean and biased variance over the last axis, in float32).
+    Pruned dimensions of the output are zero, so residual streams stay zero where the hidden mask is zero.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Optional[Array] = None) -> Array:
+        cfg = self.config
+        d = x.shape[-1]
+        scale = self.param("scale", _ones(("embed",)), (d,), jnp.dtype(cfg.param_dtype))
+        bias = self.param("bias", _zeros(("embed",)), (d,), jnp.dtype(cfg.param_dtype))
+        xf = x.astype(jnp.float32)
+        if mask is None:
+            mean = jnp.sum(xf, axis=-1, keepdims=True) / d
+            centered = xf - mean
+            var = jnp.sum(jnp.square(centered), axis=-1, keepdims=True) / d
+        else:
+            m = mask.astype(jnp.float32)
+            count = jnp.maximum(jnp.sum(m), 1.0)
+            mean = jnp.sum(xf * m, axis=-1, keepdims=True) / count
+            centered = (xf - mean) * m
+            var = jnp.sum(jnp.square(centered), axis=-1, keepdims=True) / count
+        y = centered * jax.lax.rsqrt(var + cfg.layer_norm_eps) * scale + bias
+        if mask is not None:
+            y = y * m
+        return y.astype(jnp.dtype(cfg.dtype))
+
+
+def _gate(x: Array, mask: Optional[Array]) -> Array:
+    return x if mask is None else x * mask.astype(x.dtype)
+
+
+class Embeddings(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, hidden_mask, deterministic):
+        cfg = self.config
+        pdt = jnp.dtype(cfg.param_dtype)
+        emb = nn.Embed(cfg.vocab_size, cfg.hidden_size, param_dtype=pdt, dtype=jnp.dtype(cfg.dtype),
+                       embedding_init=_dense_init(cfg, ("vocab", "embed")), name="word_embeddings")
+        pos = self.param("position_embeddings", _dense_init(cfg, ("pos", "embed")),
+                         (cfg.max_position_embeddings, cfg.hidden_size), pdt)
+        types = self.param("token_type_embeddings", _dense_init(cfg, ("types", "embed")),
+                           (cfg.type_vocab_size, cfg.hidden_size), pdt)
+        length = input_ids.shape[1]
+        x = emb(input_ids) + pos[None, :length].astype(cfg.dtype) + jnp.take(types, token_type_ids, axis=0).astype(cfg.dtype)
+        x = LayerNorm(cfg, name="LayerNorm")(x, hidden_mask)
+        x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        return x, emb
+
+
+class SelfAttention(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x, key_bias, hidden_mask, head_mask, deterministic):
+        """x: [B, L, d]; key_bias: [B, 1, 1, L] additive; head_mask: [H, d_h] or None."""
+        cfg = self.config
+        H, dh = cfg.num_attention_heads, cfg.attention_head_size
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def proj(name):
+            y = nn.DenseGeneral((H, dh), dtype=dt, param_dtype=pdt, name=name,
+                                kernel_init=_dense_init(cfg, ("embed", "heads", "kv")),
+                                bias_init=_zeros(("heads", "kv")))(x)  # [B, L, H, d_h]
+            return _gate(y, head_mask)
+
+        q, k, v = proj("query"), proj("key"), proj("value")
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores / jnp.sqrt(jnp.float32(cfg.scale_dim)) + key_bias
+        probs = jax.nn.softmax(scores, axis=-1)
+        dropped = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(dt), v)
+        out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dt, param_dtype=pdt, name="output",
+                              kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
+                              bias_init=_zeros(("embed",)))(ctx)
+        out = _gate(out, hidden_mask)
+        out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic=deterministic)
+        out = LayerNorm(cfg, name="LayerNorm")(out + x, hidden_mask)
+        t = lambda a: jnp.transpose(a, (0, 2, 1, 3))  # [B, L, H, d_h] -> [B, H, L, d_h]
+        return out, dict(attention_scores=scores, attention_probs=probs, queries=t(q), keys=t(k), values=t(v))
+
+
+class Layer(nn.Module):
+    """One post-LN encoder layer. Returns (hidden [B, L, d], intermediates dict)."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x, key_bias, hidden_mask, head_mask, ffn_mask, deterministic):
+        cfg = self.config
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        x = _constrain(x, ("batch", "length", "embed"))
+        h, inter = SelfAttention(cfg, name="attention")(x, key_bias, hidden_mask, head_mask, deterministic)
+        f = nn.Dense(cfg.intermediate_size, dtype=dt, param_dtype=pdt, name="intermediate",
+                     kernel_init=_dense_init(cfg, ("embed", "mlp")), bias_init=_zeros(("mlp",)))(h)
+        f = _gate(_ACTIVATIONS[cfg.hidden_act](f), ffn_mask)
+        f = _constrain(f, ("batch", "length", "mlp"))
+        f = nn.Dense(cfg.hidden_size, dtype=dt, param_dtype=pdt, name="output",
+                     kernel_init=_dense_init(cfg, ("mlp", "embed")), bias_init=_zeros(("embed",)))(f)
+        f = _gate(f, hidden_mask)
+        f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
+        out = LayerNorm(cfg, name="LayerNorm")(f + h, hidden_mask)
+        return out, inter
+
+
+class Bert(nn.Module):
+    """BERT encoder with optional MLM, pooler and classification heads. See `BertOutput` for what it returns.
+
+    Args of `__call__`:
+      input_ids: [B, L] int. attention_mask: [B, L] 1 for real tokens, 0 for padding (default all ones).
+      token_type_ids: [B, L] (default zeros). masks: HomoDistil masks (see module doc) or None.
+      deterministic: disables dropout (needs a "dropout" rng when False).
+      output_intermediates: also return per-layer hidden states, attention scores/probs and Q/K/V.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masks: Optional[Masks] = None,
+                 deterministic: bool = True, output_intermediates: bool = False) -> BertOutput:
+        cfg = self.config
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        masks = masks or {}
+        hidden_mask = masks.get("hidden")
+        attn_masks, ffn_masks = masks.get("attn"), masks.get("ffn")
+
+        x, word_embed = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, hidden_mask, deterministic)
+        key_bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+        key_bias = key_bias.astype(jnp.float32)
+
+        layer_cls = nn.remat(Layer, static_argnums=(6,)) if cfg.remat else Layer
+        hidden_states, per_layer = [x], []
+        for i in range(cfg.num_hidden_layers):
+            x, inter = layer_cls(cfg, name=f"layer_{i}")(
+                x, key_bias, hidden_mask,
+                None if attn_masks is None else attn_masks[i],
+                None if ffn_masks is None else ffn_masks[i],
+                deterministic)
+            hidden_states.append(x)
+            per_layer.append(inter)
+
+        pooled = mlm_logits = logits = None
+        if cfg.with_pooler:
+            pooled = nn.Dense(cfg.hidden_size, dtype=dt, param_dtype=pdt, name="pooler",
+                              kernel_init=_dense_init(cfg, ("embed", "embed_out")),
+                              bias_init=_zeros(("embed_out",)))(x[:, 0])
+            pooled = _gate(jnp.tanh(pooled), hidden_mask)
+        if cfg.with_mlm_head:
+            t = nn.Dense(cfg.hidden_size, dtype=dt, param_dtype=pdt, name="mlm_transform",
+                         kernel_init=_dense_init(cfg, ("embed", "embed_out")),
+                         bias_init=_zeros(("embed_out",)))(x)
+            t = LayerNorm(cfg, name="mlm_LayerNorm")(_ACTIVATIONS[cfg.hidden_act](t), hidden_mask)
+            out_bias = self.param("mlm_bias", _zeros(("vocab",)), (cfg.vocab_size,), pdt)
+            mlm_logits = word_embed.attend(t) + out_bias.astype(dt)
+            mlm_logits = _constrain(mlm_logits, ("batch", "length", "vocab"))
+        if cfg.num_labels:
+            if pooled is None:
+                raise ValueError("a classification head (num_labels > 0) needs with_pooler=True")
+            h = nn.Dropout(cfg.hidden_dropout_prob)(pooled, deterministic=deterministic)
+            logits = nn.Dense(cfg.num_labels, dtype=dt, param_dtype=pdt, name="classifier",
+                              kernel_init=_dense_init(cfg, ("embed", "classes")),
+                              bias_init=_zeros(("classes",)))(h)
+
+        out = BertOutput(last_hidden_state=x, pooled=pooled, mlm_logits=mlm_logits, logits=logits)
+        if output_intermediates:
+            gather = lambda key: tuple(d[key] for d in per_layer)
+            out = out.replace(hidden_states=tuple(hidden_states),
+                              attention_scores=gather("attention_scores"),
+                              attention_probs=gather("attention_probs"),
+                              queries=gather("queries"), keys=gather("keys"), values=gather("values"))
+        return out
+
+
+def init_params(config: BertConfig, rng: Array, seq_len: int = 8, unbox: bool = True):
+    """Random parameters for `config` (plain arrays; `unbox=False` keeps the logical-axis boxes)."""
+    ids = jnp.zeros((1, min(seq_len, config.max_position_embeddings)), jnp.int32)
+    variables = Bert(config).init({"params": rng}, ids)
+    params = variables["params"]
+    return nn.meta.unbox(params) if unbox else params
+
+
+def logical_axes(config: BertConfig):
+    """The pytree of logical axis names (PartitionSpecs) matching `init_params(config)`."""
+    ids = jnp.zeros((1, 8), jnp.int32)
+    boxed = jax.eval_shape(lambda r: Bert(config).init({"params": r}, ids)["params"], jax.random.key(0))
+    return nn.get_partition_spec(boxed)
