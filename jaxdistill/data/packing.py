@@ -1,0 +1,313 @@
+"""Tokenize a corpus with the teacher's fast tokenizer, pack it into fixed-length BERT sequences, cache it.
+
+Packing (``data.pack``):
+- ``"concat"`` (default): documents are concatenated with a ``[SEP]`` between consecutive documents (the
+  boundary is *marked*), and the stream is cut into pieces of ``L - 2`` tokens; each sequence is
+  ``[CLS] piece [SEP]``. Only the last sequence is padded.
+- ``"document"``: a sequence never holds text of two documents (boundaries *respected*); a document
+  longer than ``L - 2`` tokens is cut into several sequences, its tail is padded.
+
+Cache layout, one folder per (corpus, tokenizer, sequence length, packing), written to a temporary
+folder and renamed into place (atomic; a concurrent writer's result is kept):
+``tokens.npy`` uint16/int32 [N, L] (memory-mapped on read), ``lengths.npy`` int32 [N] (real tokens per
+row), ``token_counts.npy`` int64 [V] (corpus token frequencies, for DistilBERT's smoothed selection),
+``manifest.json``.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from jaxdistill.data.corpus import Corpus
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+PACK_MODES = ("concat", "document")
+
+
+class TokenizerError(ValueError):
+    """A tokenizer that cannot be used with the teacher."""
+
+
+@dataclass
+class TokenizerInfo:
+    """The teacher's tokenizer as the data pipeline needs it.
+
+    ``json`` is the serialized ``tokenizers.Tokenizer`` (padding and truncation off); ``size`` the number of
+    ids it can produce (``max id + 1``, added tokens included).
+    """
+
+    directory: str
+    json: str
+    size: int
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    mask_id: int
+    special_ids: List[int]
+    vocab: Dict[str, int] = field(repr=False)
+    continuing_prefix: str = "##"
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.json.encode("utf-8")).hexdigest()[:16]
+
+    def special_table(self, size: Optional[int] = None) -> np.ndarray:
+        """bool [V]: ids never used as MLM targets."""
+        t = np.zeros(max(size or 0, self.size), dtype=bool)
+        t[self.special_ids] = True
+        return t
+
+    def continuation_table(self, size: Optional[int] = None) -> np.ndarray:
+        """bool [V]: word-piece continuations (tokens that start with the continuing-subword prefix)."""
+        t = np.zeros(max(size or 0, self.size), dtype=bool)
+        if self.continuing_prefix:
+            ids = [i for tok, i in self.vocab.items() if tok.startswith(self.continuing_prefix) and len(tok) > 2]
+            t[ids] = True
+        t[self.special_ids] = False
+        return t
+
+    def backend(self):
+        from tokenizers import Tokenizer
+        return Tokenizer.from_str(self.json)
+
+
+def load_tokenizer(tokenizer_dir: str, *, vocab_size: Optional[int] = None) -> TokenizerInfo:
+    """Loads the fast tokenizer of ``tokenizer_dir`` (``tokenizer.json`` or ``vocab.txt``) and checks it
+    against the teacher's word-embedding rows ``vocab_size``. Raises TokenizerError."""
+    if not tokenizer_dir or not os.path.isdir(str(tokenizer_dir)):
+        raise TokenizerError(f"tokenizer directory {tokenizer_dir!r} does not exist; pass the teacher's directory "
+                             "(with tokenizer.json or vocab.txt)")
+    if not any(os.path.exists(os.path.join(tokenizer_dir, f)) for f in ("tokenizer.json", "vocab.txt")):
+        raise TokenizerError(f"no tokenizer.json or vocab.txt in {tokenizer_dir!r}; copy the teacher's tokenizer files there")
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
+    except Exception as e:  # noqa: BLE001
+        raise TokenizerError(f"cannot load the tokenizer in {tokenizer_dir!r}: {type(e).__name__}: {e}") from None
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise TokenizerError(f"the tokenizer in {tokenizer_dir!r} is not a fast tokenizer; add its tokenizer.json")
+    from tokenizers import Tokenizer
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    vocab = backend.get_vocab(with_added_tokens=True)
+    size = max(vocab.values()) + 1
+    missing = [n for n in ("cls_token_id", "sep_token_id", "pad_token_id", "mask_token_id") if getattr(tok, n) is None]
+    if missing:
+        raise TokenizerError(f"the tokenizer in {tokenizer_dir!r} lacks {missing}; MLM distillation needs a BERT-style "
+                             "tokenizer with [CLS], [SEP], [PAD] and [MASK]")
+    if vocab_size is not None and size > int(vocab_size):
+        raise TokenizerError(f"the tokenizer in {tokenizer_dir!r} produces ids up to {size - 1} ({size} ids) but the "
+                             f"teacher's word embeddings have only {vocab_size} rows; use the teacher's own tokenizer")
+    prefix = getattr(backend.model, "continuing_subword_prefix", None) or ""
+    return TokenizerInfo(directory=str(tokenizer_dir), json=backend.to_str(), size=size, cls_id=tok.cls_token_id,
+                         sep_id=tok.sep_token_id, pad_id=tok.pad_token_id, mask_id=tok.mask_token_id,
+                         special_ids=sorted(set(tok.all_special_ids)), vocab=vocab, continuing_prefix=prefix)
+
+
+# ------------------------------------------------------------------------------------------ tokenization
+_WORKER_TOKENIZER = None
+
+
+def _init_worker(tokenizer_json: str) -> None:
+    global _WORKER_TOKENIZER
+    from tokenizers import Tokenizer
+    _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
+
+
+def _encode(tokenizer, texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """-> (all ids concatenated int32 [T], per-document lengths int64 [D])."""
+    encs = tokenizer.encode_batch(texts, add_special_tokens=False)
+    lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int32, count=int(lens.sum()))
+    return ids, lens
+
+
+def _encode_in_worker(texts: List[str]):
+    return _encode(_WORKER_TOKENIZER, texts)
+
+
+def encode_documents(batches: Iterable[List[str]], tok: TokenizerInfo, num_proc: int = 1,
+                     ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Tokenizes batches of documents, in order, in ``num_proc`` processes (a bounded window of batches
+    in flight, so memory stays flat for any corpus size)."""
+    if num_proc <= 1:
+        backend = tok.backend()
+        for texts in batches:
+            yield _encode(backend, texts)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold JAX / Rust threads
+    with ctx.Pool(num_proc, initializer=_init_worker, initargs=(tok.json,)) as pool:
+        window: collections.deque = collections.deque()
+        for texts in batches:
+            window.append(pool.apply_async(_encode_in_worker, (texts,)))
+            if len(window) >= 4 * num_proc:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
+# ----------------------------------------------------------------------------------------------- packing
+class _Packer:
+    """Streams tokenized documents into fixed-length rows written to a raw file."""
+
+    def __init__(self, f, seq_len: int, tok: TokenizerInfo, mode: str, dtype):
+        self.f, self.L, self.mode, self.dtype = f, seq_len, mode, dtype
+        self.cls, self.sep, self.pad = tok.cls_id, tok.sep_id, tok.pad_id
+        self.carry = np.zeros(0, dtype=np.int32)
+        self.lengths: List[np.ndarray] = []
+        self.rows = 0
+        self.docs = 0
+
+    def _emit(self, content: np.ndarray, n_real: np.ndarray) -> None:
+        """content [R, L-2] (padded with pad), n_real [R] content tokens per row."""
+        R = content.shape[0]
+        if R == 0:
+            return
+        out = np.full((R, self.L), self.pad, dtype=self.dtype)
+        out[:, 0] = self.cls
+        out[:, 1:-1] = content
+        out[np.arange(R), n_real + 1] = self.sep
+        out.tofile(self.f)
+        self.lengths.append((n_real + 2).astype(np.int32))
+        self.rows += R
+
+    def add(self, ids: np.ndarray, doc_lens: np.ndarray) -> None:
+        C = self.L - 2
+        keep = doc_lens > 0
+        docs = np.split(ids, np.cumsum(doc_lens)[:-1]) if len(doc_lens) else []
+        docs = [d for d, k in zip(docs, keep) if k]
+        if not docs:
+            return
+        if self.mode == "concat":
+            parts = [self.carry]
+            for d in docs:
+                if self.docs:
+                    parts.append(np.array([self.sep], dtype=np.int32))
+                parts.append(d)
+                self.docs += 1
+            buf = np.concatenate(parts)
+            n = len(buf) // C
+            self._emit(buf[: n * C].reshape(n, C), np.full(n, C))
+            self.carry = buf[n * C:]
+        else:
+            for d in docs:
+                n = -(-len(d) // C)
+                padded = np.full(n * C, self.pad, dtype=np.int32)
+                padded[: len(d)] = d
+                real = np.full(n, C)
+                real[-1] = len(d) - (n - 1) * C
+                self._emit(padded.reshape(n, C), real)
+                self.docs += 1
+
+    def finish(self) -> np.ndarray:
+        if len(self.carry):
+            C = self.L - 2
+            padded = np.full(C, self.pad, dtype=np.int32)
+            padded[: len(self.carry)] = self.carry
+            self._emit(padded[None], np.array([len(self.carry)]))
+            self.carry = np.zeros(0, dtype=np.int32)
+        return np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int32)
+
+
+def cache_key(corpus_identity: Dict[str, Any], tok: TokenizerInfo, seq_len: int, pack: str) -> str:
+    blob = json.dumps({"v": FORMAT_VERSION, "corpus": corpus_identity, "tokenizer": tok.fingerprint,
+                       "seq_len": int(seq_len), "pack": pack}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+
+@dataclass
+class Prepared:
+    """A packed corpus on disk: ``tokens`` [N, L] memmap, ``lengths`` [N], ``token_counts`` [V]."""
+
+    path: str
+    tokens: np.ndarray
+    lengths: np.ndarray
+    token_counts: np.ndarray
+    manifest: Dict[str, Any]
+
+
+def open_prepared(path: str) -> Prepared:
+    with open(os.path.join(path, "manifest.json")) as f:
+        manifest = json.load(f)
+    tokens = np.load(os.path.join(path, "tokens.npy"), mmap_mode="r")
+    lengths = np.load(os.path.join(path, "lengths.npy"))
+    counts = np.load(os.path.join(path, "token_counts.npy"))
+    if tokens.shape != (manifest["num_sequences"], manifest["seq_len"]) or len(lengths) != tokens.shape[0]:
+        raise ValueError(f"prepared data in {path!r} is inconsistent with its manifest; delete the folder")
+    return Prepared(path, tokens, lengths, counts, manifest)
+
+
+def prepare(corpus: Corpus, tok: TokenizerInfo, seq_len: int, cache_dir: str, *, pack: str = "concat",
+            num_proc: int = 1, progress: bool = True, docs_per_batch: int = 256) -> Prepared:
+    """Returns the packed corpus, from the cache when present, else tokenizing and packing it first."""
+    if pack not in PACK_MODES:
+        raise ValueError(f"data.pack={pack!r} is not one of {PACK_MODES}")
+    if seq_len < 3:
+        raise ValueError(f"data.seq_len={seq_len} leaves no room for text between [CLS] and [SEP]; use >= 8")
+    key = cache_key(corpus.identity(), tok, seq_len, pack)
+    final = os.path.join(cache_dir, f"{corpus.spec.label()}-L{seq_len}-{pack}-{key}")
+    if os.path.exists(os.path.join(final, "manifest.json")):
+        log.info("data: using cached packed corpus %s", final)
+        return open_prepared(final)
+    corpus.load()  # full validation (datasets / TFDS) before the expensive part
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir)
+    try:
+        t0 = time.time()
+        dtype = np.uint16 if tok.size <= 65536 else np.int32
+        counts = np.zeros(tok.size, dtype=np.int64)
+        n_tokens = 0
+        from tqdm.auto import tqdm
+        bar = tqdm(total=corpus.num_documents, unit="doc", desc=f"tokenizing {corpus.spec.label()}",
+                   disable=not progress, mininterval=1.0)
+        raw = os.path.join(tmp, "tokens.bin")
+        with open(raw, "wb") as f:
+            packer = _Packer(f, seq_len, tok, pack, dtype)
+            for ids, lens in encode_documents(corpus.documents(docs_per_batch), tok, num_proc):
+                packer.add(ids, lens)
+                counts += np.bincount(ids, minlength=tok.size)[: tok.size]
+                n_tokens += len(ids)
+                bar.update(len(lens))
+            lengths = packer.finish()
+        bar.close()
+        if n_tokens == 0:
+            raise ValueError(f"corpus {corpus.spec.path or corpus.spec.name!r} is empty: it has no tokens after "
+                             "tokenization; point data.corpus at real text")
+        np.save(os.path.join(tmp, "tokens.npy"), np.memmap(raw, dtype=dtype, mode="r", shape=(len(lengths), seq_len)))
+        os.remove(raw)
+        np.save(os.path.join(tmp, "lengths.npy"), lengths)
+        np.save(os.path.join(tmp, "token_counts.npy"), counts)
+        manifest = {"format": FORMAT_VERSION, "key": key, "corpus": corpus.identity(), "spec": vars(corpus.spec),
+                    "tokenizer_dir": os.path.abspath(tok.directory), "tokenizer_fingerprint": tok.fingerprint,
+                    "seq_len": seq_len, "pack": pack, "num_sequences": int(len(lengths)),
+                    "num_documents": int(packer.docs), "num_tokens": int(n_tokens), "dtype": np.dtype(dtype).name,
+                    "seconds": round(time.time() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not os.path.exists(os.path.join(final, "manifest.json")):
+                raise
+            log.info("data: another process prepared %s first; using it", final)
+        log.info("data: packed %d documents, %d tokens into %d sequences of %d in %.1fs -> %s", packer.docs,
+                 n_tokens, len(lengths), seq_len, manifest["seconds"], final)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return open_prepared(final)
