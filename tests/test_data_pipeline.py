@@ -243,12 +243,18 @@ def test_error_missing_path_and_empty_folder(tmp_path, minilm_path, no_tokenizin
         _build(cfg, minilm_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_error_unreadable_file(tmp_path, minilm_path, no_tokenizing):
+def test_error_unreadable_file(tmp_path, minilm_path, no_tokenizing, monkeypatch):
+    from jaxdistill.data import corpus as corpus_mod
     f = tmp_path / "secret.txt"
     f.write_text("some text")
-    f.chmod(0)
-    with pytest.raises(jdata.CorpusError, match="cannot be read"):
+    real_open = open
+
+    def guarded_open(path, *a, **k):  # as chmod 000 would (the tests may run as root, who reads anything)
+        if str(path) == str(f):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(corpus_mod, "open", guarded_open, raising=False)
+    with pytest.raises(jdata.CorpusError, match="secret.txt' cannot be read: Permission denied; check its permissions"):
         _build(_cfg(f, tmp_path / "cache"), minilm_path)
 
 

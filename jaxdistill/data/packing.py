@@ -131,10 +131,11 @@ def _init_worker(tokenizer_json: str) -> None:
 
 def _encode(tokenizer, texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
     """-> (all ids concatenated int32 [T], per-document lengths int64 [D])."""
-    encs = tokenizer.encode_batch(texts, add_special_tokens=False)
-    lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-    ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int32, count=int(lens.sum()))
-    return ids, lens
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # _fast: no offsets (tokenizers>=0.21)
+    encs = encode(texts, add_special_tokens=False)
+    arrays = [np.asarray(e.ids, dtype=np.int32) for e in encs]
+    lens = np.array([len(a) for a in arrays], dtype=np.int64)
+    return (np.concatenate(arrays) if arrays else np.zeros(0, np.int32)), lens
 
 
 def _encode_in_worker(texts: List[str]):
