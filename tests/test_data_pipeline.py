@@ -282,3 +282,39 @@ def test_error_tfds_without_the_extra(tmp_path, minilm_path, no_tokenizing):
     cfg.corpus.source, cfg.corpus.name = "tfds", "wiki40b/en"
     with pytest.raises(jdata.CorpusError, match=r"needs tensorflow-datasets .*pip install 'jaxdistill\[tfds\]'"):
         _build(cfg, minilm_path)
+
+
+def test_tfds_adapter_with_a_stand_in_data_source(corpus, built, minilm_path, tmp_path, monkeypatch):
+    """The TFDS path without TensorFlow: a stand-in ``tensorflow_datasets`` whose ``data_source`` returns what
+    an array_record source returns (a random-access sequence of feature dicts with bytes text)."""
+    import sys
+    import types
+    docs, _, _ = corpus
+    calls = []
+
+    def data_source(name, split, data_dir=None):
+        calls.append((name, split, data_dir))
+        return [{"text": d.encode("utf-8"), "title": b"t"} for d in docs]
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", types.SimpleNamespace(data_source=data_source))
+    cfg = _cfg("", tmp_path)
+    cfg.corpus.source, cfg.corpus.name, cfg.corpus.split = "tfds", "wiki40b/en", "train[:10%]"
+    data = _build(cfg, minilm_path)
+    assert calls == [("wiki40b/en", "train[:10%]", None)]
+    assert np.array_equal(np.asarray(data.prepared.tokens), np.asarray(built.prepared.tokens))
+    cfg.corpus.text_field = "body"
+    with pytest.raises(jdata.CorpusError, match=r"text field 'body' is not in TFDS dataset .*\['text', 'title'\]"):
+        _build(cfg, minilm_path)
+
+
+def test_tokenizer_from_tokenizer_json_or_vocab_txt_alone(minilm_path, tmp_path, sentences):
+    import shutil
+    a = jdata.load_tokenizer(minilm_path, vocab_size=30522)
+    for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(minilm_path, f), tmp_path / f)
+    b = jdata.load_tokenizer(str(tmp_path), vocab_size=30522)  # built by transformers from vocab.txt
+    assert (a.cls_id, a.sep_id, a.pad_id, a.mask_id, a.size) == (101, 102, 0, 103, 30522)
+    assert (b.cls_id, b.sep_id, b.pad_id, b.mask_id, b.size) == (101, 102, 0, 103, 30522)
+    assert a.special_ids == b.special_ids == [0, 100, 101, 102, 103]
+    enc = [t.backend().encode_batch(sentences + ["Unaffable distillation"], add_special_tokens=False) for t in (a, b)]
+    assert [e.ids for e in enc[0]] == [e.ids for e in enc[1]]
+    assert a.continuation_table()[a.vocab["##able"]] and not a.continuation_table()[a.vocab["able"]]

@@ -80,13 +80,19 @@ def test_csv_classification_round_trip(tmp_path, minilm_path, minilm_tokenizer, 
     assert task.compute_metrics(np.array([[0.0, 1.0], [1.0, 0.0]]), task.validation["labels"]) == {"accuracy": 1.0}
 
 
-def test_tsv_pairs_jsonl_regression_and_seeded_split(tmp_path, minilm_path):
+def test_tsv_pairs_jsonl_regression_and_seeded_split(tmp_path, minilm_path, minilm_tokenizer):
     rows = [(f"sentence number {i}", f"another one {i}", str(i % 3)) for i in range(20)]
     tsv = _write_csv(tmp_path / "p.tsv", rows, ["s1", "s2", "y"], delimiter="\t")
     cfg = _task_cfg(name="tsv", train_file=tsv, text_fields=("s1", "s2"), label_field="y", validation_fraction=0.25)
     task = jdata.load_task(cfg, minilm_path, 24)
     assert task.num_labels == 3 and len(task.validation["labels"]) == 5 and len(task.train["labels"]) == 15
     assert (task.train["token_type_ids"] == 1).any()  # second segment
+    rows.append(("a much longer first sentence that will surely need truncation here", "short", "0"))
+    ref = minilm_tokenizer([r[0] for r in rows], [r[1] for r in rows], truncation=True, max_length=12,
+                           padding="max_length", return_tensors="np")
+    got = tasks._tokenize(jdata.load_tokenizer(minilm_path), {"a": [r[0] for r in rows], "b": [r[1] for r in rows]},
+                          ("a", "b"), 12)
+    assert all(np.array_equal(got[k], ref[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
     again = jdata.load_task(cfg, minilm_path, 24)
     assert np.array_equal(again.validation["input_ids"], task.validation["input_ids"])
     jl = tmp_path / "r.jsonl"

@@ -84,6 +84,48 @@ class TokenizerInfo:
         return Tokenizer.from_str(self.json)
 
 
+def _json_or_empty(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+_SPECIAL_DEFAULTS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
+                     "unk_token": "[UNK]"}
+
+
+def _backend_and_specials(tokenizer_dir: str):
+    """(tokenizers.Tokenizer, {"cls_token": id or None, ...}, extra special ids).
+
+    ``tokenizer.json`` is read with ``tokenizers`` directly (fast, no transformers/torch import); the special
+    token names come from ``special_tokens_map.json`` / ``tokenizer_config.json`` (BERT names by default).
+    A directory with only ``vocab.txt`` goes through ``transformers.AutoTokenizer`` (which builds the fast one).
+    """
+    from tokenizers import Tokenizer
+    path = os.path.join(tokenizer_dir, "tokenizer.json")
+    if os.path.exists(path):
+        backend = Tokenizer.from_file(path)
+        conf = {**_json_or_empty(os.path.join(tokenizer_dir, "tokenizer_config.json")),
+                **_json_or_empty(os.path.join(tokenizer_dir, "special_tokens_map.json"))}
+        ids = {}
+        for key, default in _SPECIAL_DEFAULTS.items():
+            name = conf.get(key) or default
+            name = name.get("content", default) if isinstance(name, dict) else str(name)
+            ids[key] = backend.token_to_id(name)
+        extra = [i for i, t in backend.get_added_tokens_decoder().items() if getattr(t, "special", False)]
+        return backend, ids, extra
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise TokenizerError(f"the tokenizer in {tokenizer_dir!r} is not a fast tokenizer; add its tokenizer.json")
+    ids = {key: getattr(tok, key + "_id", None) for key in _SPECIAL_DEFAULTS}
+    return Tokenizer.from_str(backend.to_str()), ids, list(tok.all_special_ids)
+
+
 def load_tokenizer(tokenizer_dir: str, *, vocab_size: Optional[int] = None) -> TokenizerInfo:
     """Loads the fast tokenizer of ``tokenizer_dir`` (``tokenizer.json`` or ``vocab.txt``) and checks it
     against the teacher's word-embedding rows ``vocab_size``. Raises TokenizerError."""
@@ -92,21 +134,17 @@ def load_tokenizer(tokenizer_dir: str, *, vocab_size: Optional[int] = None) -> T
                              "(with tokenizer.json or vocab.txt)")
     if not any(os.path.exists(os.path.join(tokenizer_dir, f)) for f in ("tokenizer.json", "vocab.txt")):
         raise TokenizerError(f"no tokenizer.json or vocab.txt in {tokenizer_dir!r}; copy the teacher's tokenizer files there")
-    from transformers import AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
+        backend, ids, extra = _backend_and_specials(str(tokenizer_dir))
+    except TokenizerError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise TokenizerError(f"cannot load the tokenizer in {tokenizer_dir!r}: {type(e).__name__}: {e}") from None
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is None:
-        raise TokenizerError(f"the tokenizer in {tokenizer_dir!r} is not a fast tokenizer; add its tokenizer.json")
-    from tokenizers import Tokenizer
-    backend = Tokenizer.from_str(backend.to_str())
     backend.no_padding()
     backend.no_truncation()
     vocab = backend.get_vocab(with_added_tokens=True)
     size = max(vocab.values()) + 1
-    missing = [n for n in ("cls_token_id", "sep_token_id", "pad_token_id", "mask_token_id") if getattr(tok, n) is None]
+    missing = [k for k in ("cls_token", "sep_token", "pad_token", "mask_token") if ids.get(k) is None]
     if missing:
         raise TokenizerError(f"the tokenizer in {tokenizer_dir!r} lacks {missing}; MLM distillation needs a BERT-style "
                              "tokenizer with [CLS], [SEP], [PAD] and [MASK]")
@@ -114,9 +152,10 @@ def load_tokenizer(tokenizer_dir: str, *, vocab_size: Optional[int] = None) -> T
         raise TokenizerError(f"the tokenizer in {tokenizer_dir!r} produces ids up to {size - 1} ({size} ids) but the "
                              f"teacher's word embeddings have only {vocab_size} rows; use the teacher's own tokenizer")
     prefix = getattr(backend.model, "continuing_subword_prefix", None) or ""
-    return TokenizerInfo(directory=str(tokenizer_dir), json=backend.to_str(), size=size, cls_id=tok.cls_token_id,
-                         sep_id=tok.sep_token_id, pad_id=tok.pad_token_id, mask_id=tok.mask_token_id,
-                         special_ids=sorted(set(tok.all_special_ids)), vocab=vocab, continuing_prefix=prefix)
+    special = sorted({i for i in [*ids.values(), *extra] if i is not None})
+    return TokenizerInfo(directory=str(tokenizer_dir), json=backend.to_str(), size=size, cls_id=ids["cls_token"],
+                         sep_id=ids["sep_token"], pad_id=ids["pad_token"], mask_id=ids["mask_token"],
+                         special_ids=special, vocab=vocab, continuing_prefix=prefix)
 
 
 # ------------------------------------------------------------------------------------------ tokenization

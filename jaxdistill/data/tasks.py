@@ -236,14 +236,19 @@ def _float_labels(values: List[Any], where: str, field_name: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def _tokenize(tokenizer, rows: Rows, text_fields: Sequence[str], max_length: int) -> Dict[str, np.ndarray]:
+def _tokenize(tok, rows: Rows, text_fields: Sequence[str], max_length: int) -> Dict[str, np.ndarray]:
+    """BERT inputs of single sentences or pairs: [CLS] a [SEP] (b [SEP]), truncated longest-first, padded."""
+    backend = tok.backend()
+    backend.enable_truncation(max_length)
+    backend.enable_padding(length=max_length, pad_id=tok.pad_id, pad_type_id=0,
+                           pad_token=backend.id_to_token(tok.pad_id))
     a = [str(t) if t is not None else "" for t in rows[text_fields[0]]]
-    b = [str(t) if t is not None else "" for t in rows[text_fields[1]]] if len(text_fields) > 1 else None
-    enc = tokenizer(a, b, truncation=True, max_length=max_length, padding="max_length", return_tensors="np")
-    out = {k: np.asarray(enc[k], dtype=np.int32) for k in ("input_ids", "attention_mask")}
-    out["token_type_ids"] = np.asarray(enc["token_type_ids"], dtype=np.int32) if "token_type_ids" in enc else \
-        np.zeros_like(out["input_ids"])
-    return out
+    inputs = list(zip(a, [str(t) if t is not None else "" for t in rows[text_fields[1]]])) if len(text_fields) > 1 \
+        else a
+    encs = backend.encode_batch(inputs, add_special_tokens=True)
+    return {"input_ids": np.array([e.ids for e in encs], dtype=np.int32).reshape(len(encs), max_length),
+            "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int32).reshape(len(encs), max_length),
+            "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int32).reshape(len(encs), max_length)}
 
 
 def _split_rows(rows: Rows, fraction: float, seed: int) -> Tuple[Rows, Rows]:
@@ -370,8 +375,8 @@ def load_task(task_cfg: Any, tokenizer_dir: str, max_length: int, *, max_positio
         log.info("task %s: labels %s -> ids %s (train counts %s)", kind_name, list(label_map), list(label_map.values()),
                  counts)
 
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
+    from jaxdistill.data.packing import load_tokenizer
+    tokenizer = load_tokenizer(str(tokenizer_dir))
     splits_out: Dict[str, Dict[str, np.ndarray]] = {}
     for split, rows in raw.items():
         if rows is None:
