@@ -199,16 +199,19 @@ class LayerNorm(nn.Module):
         scale = self.param("scale", _ones(("embed",)), (d,), jnp.dtype(cfg.param_dtype))
         bias = self.param("bias", _zeros(("embed",)), (d,), jnp.dtype(cfg.param_dtype))
         xf = x.astype(jnp.float32)
+        # Both paths multiply by a float32 reciprocal: XLA rewrites `x / constant` as `x * (1 / constant)`
+        # under jit, so dividing by a traced count would make all-ones masks differ from no mask in the last bit.
         if mask is None:
-            mean = jnp.sum(xf, axis=-1, keepdims=True) / d
+            inv = 1.0 / jnp.float32(d)
+            mean = jnp.sum(xf, axis=-1, keepdims=True) * inv
             centered = xf - mean
-            var = jnp.sum(jnp.square(centered), axis=-1, keepdims=True) / d
+            var = jnp.sum(jnp.square(centered), axis=-1, keepdims=True) * inv
         else:
             m = mask.astype(jnp.float32)
-            count = jnp.maximum(jnp.sum(m), 1.0)
-            mean = jnp.sum(xf * m, axis=-1, keepdims=True) / count
+            inv = 1.0 / jnp.maximum(jnp.sum(m), 1.0)
+            mean = jnp.sum(xf * m, axis=-1, keepdims=True) * inv
             centered = (xf - mean) * m
-            var = jnp.sum(jnp.square(centered), axis=-1, keepdims=True) / count
+            var = jnp.sum(jnp.square(centered), axis=-1, keepdims=True) * inv
         y = centered * jax.lax.rsqrt(var + cfg.layer_norm_eps) * scale + bias
         if mask is not None:
             y = y * m
