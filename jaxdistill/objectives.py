@@ -103,9 +103,9 @@ def default_recipe_config(name: str, **kwargs) -> ml_collections.ConfigDict:
         base["matches"] = [
             _match("att", "attention_scores", "attention_score_mse", layers="uniform_no_embeddings"),
             _match("hid", "hidden", "hidden_mse", layers="uniform", projection="fit_dense")]
-        if stage == "task":
-            base.update(logits="logits", temperature=1.0)
-            w.update(soft_ce=1.0)
+        if stage == "task":  # the paper's soft cross-entropy at T = 1, as the KL: it differs by the teacher
+            base.update(logits="logits", temperature=1.0)  # entropy (a constant: same gradient) and is 0 for a
+            w.update(soft=1.0)  # copy; set weights.soft_ce = 1, soft = 0 to log the paper's loss values
     elif name == "mobilebert":  # Sun et al. 2020
         stage = kwargs.get("stage", "transfer")
         if stage not in ("transfer", "pretrain"):
