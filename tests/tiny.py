@@ -8,3 +8,50 @@ def tiny_config(**overrides) -> BertConfig:
               attention_probs_dropout_prob=0.0, layer_norm_eps=1e-12)
     kw.update(overrides)
     return BertConfig(**kw)
+
+
+# A tiny WordPiece vocabulary and corpus, so engine/CLI tests run a real tokenizer on real files offline.
+WORDS = ("the a an of to and in is was it for on with as his her they at be this from have or by one had not "
+         "but what all were when we there can said which do their if will up other about out many then them "
+         "these so some would make like him into time has look two more write go see number no way could "
+         "people my than first water been call who oil now find long down day did get come made may part "
+         "film movie good bad story actor plot funny dull great music scene").split()
+
+
+def write_tiny_tokenizer(directory) -> int:
+    """Writes vocab.txt + tokenizer files for a BERT WordPiece tokenizer; returns the vocabulary size."""
+    import os
+    from transformers import BertTokenizerFast
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("abcdefghijklmnopqrstuvwxyz.,!?'")
+    vocab = specials + chars + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + list(dict.fromkeys(WORDS))
+    while len(vocab) % 8:
+        vocab.append(f"[unused{len(vocab)}]")
+    os.makedirs(directory, exist_ok=True)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(directory)
+    with open(os.path.join(directory, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    return len(vocab)
+
+
+def write_tiny_corpus(path, num_docs=40, seed=0) -> None:
+    """Documents of random sentences over WORDS, separated by blank lines."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(num_docs):
+        sents = [" ".join(rng.choice(WORDS, size=rng.integers(4, 14))) + "." for _ in range(rng.integers(2, 6))]
+        docs.append(" ".join(sents))
+    with open(path, "w") as f:
+        f.write("\n\n".join(docs) + "\n")
+
+
+def write_tiny_teacher(directory, seed=0, **overrides):
+    """A random tiny BERT (with MLM head) exported as a Hugging Face directory with a tokenizer."""
+    import jax
+    from jaxdistill.models import hf, init_params
+    vocab_size = write_tiny_tokenizer(directory)
+    config = tiny_config(vocab_size=vocab_size, **overrides)
+    params = init_params(config, jax.random.key(seed))
+    hf.export(config, params, str(directory), overwrite=True)
+    return config, params

@@ -1,0 +1,168 @@
+"""Orbax checkpoints of the TrainState, with resume, a fallback past damaged checkpoints, and preemption.
+
+A checkpoint step directory holds two items: `state` (the TrainState pytree, sharded arrays written by every
+process) and `meta` (JSON: the data position, i.e. the step, and the run's config). Saves are asynchronous,
+atomic (orbax writes to a temporary directory and renames it) and keep the newest `keep` checkpoints.
+The run's config is also written once to `<workdir>/config.json`; a later run in the same workdir whose config
+changes what the checkpoint means (model shapes, recipe, pruning targets) is refused before anything runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from typing import Any, Iterable, Mapping, Optional, Tuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+# Config entries whose change makes an existing checkpoint meaningless for the new run.
+RESUME_CRITICAL = ("teacher.path", "student", "recipe.name", "pruning", "data.seq_len", "train.batch_size",
+                   "train.seed", "data.seed")
+
+
+class ResumeError(ValueError):
+    """The workdir holds a run that the new config cannot continue."""
+
+
+def _get(tree: Mapping[str, Any], dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def check_compatible(workdir: str, config_dict: Mapping[str, Any]) -> None:
+    """Refuses to resume a workdir whose saved config disagrees on a resume-critical entry."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    new = json.loads(json.dumps(config_dict, default=str))
+    diffs = [(k, _get(saved, k), _get(new, k)) for k in RESUME_CRITICAL if _get(saved, k) != _get(new, k)]
+    if diffs:
+        lines = "; ".join(f"{k}: saved {a!r} vs new {b!r}" for k, a, b in diffs)
+        raise ResumeError(
+            f"workdir {workdir!r} holds a run with a different config ({lines}). Its checkpoints cannot be "
+            "resumed with this config: use a new --workdir, or restore the old settings.")
+
+
+def write_config(workdir: str, config_dict: Mapping[str, Any]) -> None:
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    tmp = os.path.join(workdir, ".config.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, os.path.join(workdir, "config.json"))
+
+
+class Checkpointer:
+    """Thin wrapper over `ocp.CheckpointManager` for `{state, meta}` checkpoints."""
+
+    def __init__(self, directory: str, keep: int = 3, every: int = 1000, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        self.every = every
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    def steps(self) -> Tuple[int, ...]:
+        return tuple(sorted(self.manager.all_steps()))
+
+    def save(self, step: int, state: Any, meta: Mapping[str, Any], force: bool = False) -> bool:
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))), force=force)
+
+    def restore_latest(self, abstract_state: Any) -> Optional[Tuple[int, Any, dict]]:
+        """Restores the newest readable checkpoint into `abstract_state`'s shapes and shardings.
+
+        A checkpoint that fails to restore (truncated or corrupted files) is skipped with a warning in
+        favour of the one before it, and moved aside to `<directory>.damaged/<step>` (kept, not deleted) so
+        the resumed run can save that step again. Returns (step, state, meta), or None when there is none.
+        """
+        damaged = []
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # orbax raises several types for damaged files
+                log.warning("checkpoint at step %d in %s could not be restored (%s: %s); trying the one before",
+                            step, self.directory, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                damaged.append(step)
+                continue
+            self._set_aside(damaged)
+            return step, restored["state"], dict(restored["meta"])
+        self._set_aside(damaged)
+        return None
+
+    def _set_aside(self, steps) -> None:
+        if not steps:
+            return
+        aside = self.directory + ".damaged"
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            for step in steps:
+                target = os.path.join(aside, str(step))
+                if os.path.exists(target):
+                    target += f".{int(time.time())}"
+                shutil.move(os.path.join(self.directory, str(step)), target)
+                log.warning("moved the damaged checkpoint of step %d to %s", step, target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("jaxdistill_checkpoint_set_aside")
+        self.manager.reload()
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+class PreemptionWatcher:
+    """Turns SIGTERM (and JAX's preemption sync point on Cloud TPU) into a flag the train loop polls.
+
+    On a preemption notice the loop saves a checkpoint and returns cleanly; the relaunched job resumes.
+    """
+
+    def __init__(self, signals: Iterable[int] = (signal.SIGTERM,)):
+        self._event = threading.Event()
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        log.warning("received signal %d: will save a checkpoint and stop after this step", signum)
+        self._event.set()
+
+    def should_stop(self, step: int, sync_every: int = 10) -> bool:
+        """Whether to save and stop after `step`. With several processes, every process must agree: the
+        flags (and JAX's TPU preemption sync point) are combined across processes every `sync_every` steps."""
+        if jax.process_count() == 1:
+            return self._event.is_set()
+        if step % sync_every:
+            return False
+        from jax.experimental import multihost_utils
+        try:
+            notice = bool(multihost_utils.reached_preemption_sync_point(step))
+        except Exception:  # no preemption service outside Cloud TPU
+            notice = False
+        flags = multihost_utils.process_allgather(np.int32(self._event.is_set() or notice))
+        return bool(np.max(flags))
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

@@ -1,0 +1,47 @@
+"""The base ConfigDict every experiment config in `configs/` starts from.
+
+Sections: teacher, student, recipe, pruning, data, train, mesh, sharding_rules, multihost, metrics, export,
+debug. Each module documents its own section's fields (`objectives.default_recipe_config`,
+`pruning.default_pruning_config`, `data.default_data_config`); the rest are documented here.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config(recipe: str = "homodistil") -> ml_collections.ConfigDict:
+    from jaxdistill import objectives, pruning
+    from jaxdistill.data import default_data_config
+
+    c = ml_collections.ConfigDict()
+    # The teacher: a Hugging Face BERT directory (or hub id when online). `tokenizer` defaults to `path`.
+    c.teacher = ml_collections.ConfigDict({"path": "", "tokenizer": ""})
+    # The student: "copy" (HomoDistil), "layers" (copy these 0-indexed teacher layers), "random".
+    # `overrides` are BertConfig fields applied to the teacher's config (e.g. num_hidden_layers for "random").
+    c.student = ml_collections.ConfigDict({"init": "copy", "layers": (), "overrides": {}})
+    c.recipe = objectives.default_recipe_config(recipe)
+    c.pruning = pruning.default_pruning_config()
+    c.pruning.enabled = recipe == "homodistil"
+    c.data = default_data_config()
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000,             # optimizer updates
+        batch_size=256,         # global sequences per update (all processes, all micro-batches)
+        accum_steps=1,          # micro-batches per update (gradient accumulation with lax.scan)
+        lr=6e-4, warmup_steps=100, decay="linear",  # linear warm-up, then linear/cosine decay or constant
+        b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, grad_clip=1.0,
+        seed=0,
+        dropout=True,           # student dropout (the teacher always runs deterministically)
+        dtype="float32",        # activation dtype; "bfloat16" on TPU/GPU (params, losses and softmax stay f32)
+        remat=False,            # jax.checkpoint every student layer
+        log_every=50, eval_every=0, eval_batches=2,
+        checkpoint_every=500, keep_checkpoints=3, async_checkpoint=True,
+    ))
+    # Mesh axis sizes; -1 = the rest of the devices. Rules map logical axes to mesh axes (None = default table).
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
+    c.multihost = ml_collections.ConfigDict(dict(initialize=False, coordinator_address="", num_processes=0,
+                                                 process_id=0))
+    c.metrics = ml_collections.ConfigDict(dict(peak_flops=0.0, tensorboard=True, progress=True))
+    c.export = ml_collections.ConfigDict(dict(enabled=True, dir="export", overwrite=False))
+    c.debug = ml_collections.ConfigDict(dict(nan_at_step=ml_collections.FieldReference(None, field_type=int)))
+    return c

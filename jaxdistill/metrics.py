@@ -1,0 +1,161 @@
+"""Metric writers (console progress bar, JSONL, TensorBoard), throughput, FLOPs and MFU accounting.
+
+FLOPs count multiply-adds as 2 FLOPs and include only the matrix work of the model (embeddings lookups,
+LayerNorms and softmaxes are ignored, as usual for MFU). A distillation step costs one teacher forward plus
+one student forward and backward (3x a forward), with the student counted at its current *effective* width
+(kept hidden dims, FFN neurons and head dims), which is the work a compacted model of that width would do.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Peak dense matmul FLOP/s per device (bf16 unless noted), from vendor spec sheets.
+PEAK_FLOPS = {
+    "TPU v2": 45e12, "TPU v3": 123e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
+    "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+    "NVIDIA A100": 312e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA B200": 2250e12,
+    "NVIDIA L4": 121e12, "NVIDIA A10": 125e12, "NVIDIA V100": 125e12,
+}
+
+
+def device_peak_flops(device: Optional[jax.Device] = None, override: Optional[float] = None) -> Optional[float]:
+    """Per-device peak FLOP/s: `override` if given, else looked up by device kind; None if unknown (CPU)."""
+    if override:
+        return float(override)
+    kind = (device or jax.devices()[0]).device_kind
+    for name in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if kind.lower().startswith(name.lower()) or name.lower() in kind.lower():
+            return PEAK_FLOPS[name]
+    return None
+
+
+def bert_forward_flops(config, seq_len: int, widths: Optional[Mapping[str, Any]] = None,
+                       mlm_head: bool = True) -> float:
+    """Matmul FLOPs of one BERT forward pass over one sequence of `seq_len` tokens.
+
+    widths: effective widths {"hidden": d, "ffn": [F per layer], "attn": [H * d_h kept per layer]}; defaults
+    to the config's full widths.
+    """
+    N, L = config.num_hidden_layers, seq_len
+    d = widths["hidden"] if widths else config.hidden_size
+    ffn = widths["ffn"] if widths else [config.intermediate_size] * N
+    attn = widths["attn"] if widths else [config.num_attention_heads * config.attention_head_size] * N
+    total = 0.0
+    for i in range(N):
+        a, f = float(attn[i]), float(ffn[i])
+        total += 2 * L * d * a * 3          # Q, K, V projections
+        total += 2 * L * L * a * 2          # scores and context
+        total += 2 * L * a * d              # attention output projection
+        total += 2 * L * d * f * 2          # FFN in and out
+    if mlm_head:
+        total += 2 * L * d * d + 2 * L * d * config.vocab_size
+    return total
+
+
+def distill_step_flops(teacher_config, student_config, batch_size: int, seq_len: int,
+                       student_widths: Optional[Mapping[str, Any]] = None, mlm_head: bool = True) -> float:
+    """FLOPs of one distillation step: teacher forward + student forward and backward (3x)."""
+    teacher = bert_forward_flops(teacher_config, seq_len, mlm_head=mlm_head)
+    student = bert_forward_flops(student_config, seq_len, student_widths, mlm_head=mlm_head)
+    return batch_size * (teacher + 3 * student)
+
+
+def effective_widths(config, masks: Optional[Mapping[str, Any]]) -> Optional[dict]:
+    """Kept hidden dims, FFN neurons per layer and attention inner width per layer, from 0/1 masks."""
+    if not masks:
+        return None
+    m = {k: np.asarray(v) for k, v in masks.items()}
+    return {"hidden": int(m["hidden"].sum()), "ffn": m["ffn"].sum(axis=1).astype(int).tolist(),
+            "attn": m["attn"].reshape(m["attn"].shape[0], -1).sum(axis=1).astype(int).tolist()}
+
+
+class Throughput:
+    """Tokens/s, TFLOP/s and MFU between two calls of `update`."""
+
+    def __init__(self, peak_flops_per_device: Optional[float], num_devices: int):
+        self.peak = peak_flops_per_device * num_devices if peak_flops_per_device else None
+        self._t = time.perf_counter()
+
+    def reset(self):
+        self._t = time.perf_counter()
+
+    def update(self, steps: int, tokens_per_step: int, flops_per_step: float) -> dict:
+        now = time.perf_counter()
+        dt, self._t = max(now - self._t, 1e-9), now
+        flops_s = steps * flops_per_step / dt
+        out = {"perf/step_time_s": dt / max(steps, 1), "perf/tokens_per_s": steps * tokens_per_step / dt,
+               "perf/tflops_per_s": flops_s / 1e12}
+        if self.peak:
+            out["perf/mfu"] = flops_s / self.peak
+        return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+class MetricWriter:
+    """Writes scalar metrics to `<workdir>/metrics.jsonl`, TensorBoard event files and the console.
+
+    Only process 0 writes; other processes get a writer that does nothing.
+    """
+
+    def __init__(self, workdir: str, total_steps: int, start_step: int = 0, tensorboard: bool = True,
+                 progress: bool = True):
+        self.active = jax.process_index() == 0
+        self.total = total_steps
+        self._jsonl = self._tb = self._bar = None
+        if not self.active:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        if progress:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="distill", unit="step",
+                             dynamic_ncols=True, mininterval=1.0)
+
+    def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
+        clean = {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in scalars.items()}
+        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in clean.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+        keys = ("loss", "eval/kl", "train/teacher_student_kl", "perf/tokens_per_s", "perf/mfu")
+        short = {k.split("/")[-1]: _fmt(clean[k]) for k in keys if k in clean}
+        if self._bar is not None:
+            self._bar.set_postfix(short, refresh=False)
+        line = " ".join(f"{k}={_fmt(v)}" for k, v in clean.items() if not isinstance(v, list))
+        log.info("step %d/%d %s", step, self.total, line)
+
+    def advance(self, step: int) -> None:
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()

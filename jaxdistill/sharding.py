@@ -1,0 +1,175 @@
+"""Device mesh, logical-axis sharding rules, and multi-host set-up.
+
+The model annotates every parameter with logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, ...).
+A table of rules (plain data, overridable from the config) maps them to the mesh axes `data`, `fsdp` and
+`tensor`. The same code then runs on one CPU, 8 fake CPU devices, a GPU, or a TPU pod: only the mesh changes.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+log = logging.getLogger(__name__)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axis (or axes, or None = replicated). Activations use `batch`/`length`.
+DEFAULT_RULES: Tuple[Tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("embed_out", "tensor"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("mlp", "tensor"),
+    ("pos", None),
+    ("types", None),
+    ("classes", None),
+)
+
+
+def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
+    """Resolves `{"data": -1, "fsdp": 2, "tensor": 1}` (-1 = the rest) against the device count."""
+    shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
+    if sum(s == -1 for s in shape) > 1:
+        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, shape))}: at most one axis may be -1 (= the rest)")
+    if any(s == 0 or s < -1 for s in shape):
+        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, shape))} must be positive or -1")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if num_devices % known:
+            raise ValueError(f"{num_devices} devices cannot be split into a mesh with fixed axes of product {known}; "
+                             "change config.mesh so the fixed sizes divide the device count")
+        shape[shape.index(-1)] = num_devices // known
+    if math.prod(shape) != num_devices:
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices but {num_devices} "
+                         "are available; set one axis to -1 to use the rest")
+    return tuple(shape)
+
+
+def make_mesh(sizes: Mapping[str, int], devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh with Auto axis types (jax 0.10's default is Explicit)."""
+    devices = list(devices) if devices is not None else jax.devices()
+    shape = mesh_shape(sizes, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+
+
+def rules_from_config(rules: Optional[Sequence[Sequence[Any]]]) -> Tuple[Tuple[str, Any], ...]:
+    """Config rules (a list of [logical, mesh-axis-or-list-or-None]) -> the rules tuple flax expects."""
+    if rules is None:
+        return DEFAULT_RULES
+    out = []
+    for rule in rules:
+        name, target = rule[0], rule[1]
+        if isinstance(target, list):
+            target = tuple(target)
+        targets = target if isinstance(target, tuple) else (target,)
+        bad = [t for t in targets if t is not None and t not in MESH_AXES]
+        if bad:
+            raise ValueError(f"sharding rule {rule!r} names mesh axes {bad}; the mesh axes are {MESH_AXES}")
+        out.append((name, target))
+    return tuple(out)
+
+
+def _mesh_spec(logical: P, shape: Tuple[int, ...], mesh: Mesh, rules) -> P:
+    """Logical spec -> mesh spec; a dimension that the mesh axes do not divide stays replicated."""
+    table = dict(rules)
+    dims = []
+    used = set()
+    for i, name in enumerate(tuple(logical) + (None,) * (len(shape) - len(logical))):
+        target = table.get(name) if name is not None else None
+        axes = tuple(a for a in (target if isinstance(target, tuple) else (target,)) if a is not None)
+        axes = tuple(a for a in axes if a not in used)
+        size = math.prod(mesh.shape[a] for a in axes) if axes else 1
+        if not axes or size == 1 or shape[i] % size:
+            dims.append(None)
+            continue
+        used.update(axes)
+        dims.append(axes if len(axes) > 1 else axes[0])
+    return P(*dims)
+
+
+def logical_to_shardings(logical_specs: Any, shapes: Any, mesh: Mesh, rules) -> Any:
+    """Maps a tree of logical PartitionSpecs (and a matching tree of shapes) to NamedShardings."""
+    is_spec = lambda x: isinstance(x, P)
+    specs_flat, treedef = jax.tree.flatten(logical_specs, is_leaf=is_spec)
+    shapes_flat = treedef.flatten_up_to(shapes)
+    return treedef.unflatten([NamedSharding(mesh, _mesh_spec(s, tuple(np.shape(x)), mesh, rules))
+                              for s, x in zip(specs_flat, shapes_flat)])
+
+
+def specs_like(tree: Any, reference: Any, reference_specs: Any) -> Any:
+    """Logical specs for `tree`: every subtree with the structure of `reference` gets `reference_specs`.
+
+    This is how optimizer moments and importance statistics, which mirror the parameters, inherit the
+    parameters' sharding; every other leaf (step counters, scalars) is replicated.
+    """
+    ref_def = jax.tree.structure(reference)
+    matches = lambda x: jax.tree.structure(x) == ref_def
+    if matches(tree):
+        return reference_specs
+    return jax.tree.map(lambda x: reference_specs if matches(x) else P(), tree, is_leaf=matches)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batch arrays [B, L] are split over (data, fsdp) on their first axis."""
+    return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
+    """Assembles each process's slice of the batch into global arrays sharded over (data, fsdp)."""
+    sharding = batch_sharding(mesh)
+    out = {}
+    for k, v in local_batch.items():
+        v = np.asarray(v)
+        global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
+        out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
+    return out
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+    if global_batch_size % n:
+        raise ValueError(f"train.batch_size {global_batch_size} is not divisible by data x fsdp = {n} devices; "
+                         "choose a multiple of it")
+    if global_batch_size % jax.process_count():
+        raise ValueError(f"train.batch_size {global_batch_size} is not divisible by the {jax.process_count()} "
+                         "processes")
+
+
+def maybe_initialize_distributed(cfg: Optional[Mapping[str, Any]] = None) -> bool:
+    """Calls `jax.distributed.initialize` when asked by the config or the environment.
+
+    Config `multihost`: {initialize: bool | "auto", coordinator_address, num_processes, process_id,
+    local_device_ids}. The environment variables JAXDISTILL_COORDINATOR, JAXDISTILL_NUM_PROCESSES and
+    JAXDISTILL_PROCESS_ID (set by launch/local_multihost.sh and the Slurm script) take precedence. On Cloud
+    TPU, `initialize: "auto"` lets JAX discover everything. Returns True when it initialized.
+    """
+    cfg = dict(cfg or {})
+    env = os.environ
+    coordinator = env.get("JAXDISTILL_COORDINATOR") or cfg.get("coordinator_address")
+    num = env.get("JAXDISTILL_NUM_PROCESSES") or cfg.get("num_processes")
+    pid = env.get("JAXDISTILL_PROCESS_ID") or cfg.get("process_id")
+    want = cfg.get("initialize", False) or bool(env.get("JAXDISTILL_COORDINATOR"))
+    if not want:
+        return False
+    if jax.distributed.is_initialized():
+        return False
+    kwargs = {}
+    if coordinator:
+        if num is None or pid is None:
+            raise ValueError("multi-host: a coordinator address needs num_processes and process_id too "
+                             "(JAXDISTILL_NUM_PROCESSES / JAXDISTILL_PROCESS_ID)")
+        kwargs = dict(coordinator_address=coordinator, num_processes=int(num), process_id=int(pid))
+        if cfg.get("local_device_ids") is not None:
+            kwargs["local_device_ids"] = list(cfg["local_device_ids"])
+    log.info("jax.distributed.initialize(%s)", kwargs or "auto")
+    jax.distributed.initialize(**kwargs)
+    return True
