@@ -356,8 +356,8 @@ def group_scores(scores: PyTree, num_layers: int) -> Dict[str, Array]:
         ffn.append(lp["intermediate"]["kernel"].sum(0) + lp["intermediate"]["bias"] + lp["output"]["kernel"].sum(1))
     for name in ("pooler", "mlm_transform"):
         if name in scores:
-            k = scores[name]["kernel"]
-            hid = hid + k.sum(0) + k.sum(1) + scores[name]["bias"]
+            k = scores[name]["kernel"]  # row j and column j; the entry (j, j) is removed once
+            hid = hid + k.sum(0) + k.sum(1) - jnp.diagonal(k) + scores[name]["bias"]
     if "mlm_LayerNorm" in scores:
         hid = hid + scores["mlm_LayerNorm"]["scale"] + scores["mlm_LayerNorm"]["bias"]
     if "classifier" in scores:
