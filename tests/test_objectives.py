@@ -70,10 +70,11 @@ def test_copy_of_real_teacher_has_exactly_zero_distillation_loss(minilm_copy, na
 def _student_for(name, tc):
     """A smaller student each recipe accepts: narrower (with projections) where the recipe has them."""
     if name in ("tinybert", "minilmv2", "minilm"):
-        return tiny_config(num_hidden_layers=2, hidden_size=16, intermediate_size=24, num_labels=tc.num_labels)
+        return tiny_config(num_hidden_layers=1, hidden_size=16, intermediate_size=24, num_labels=tc.num_labels)
     if name == "homodistil":  # same depth as the teacher, narrower (HomoDistil's pruned width)
         return tiny_config(num_hidden_layers=tc.num_hidden_layers, hidden_size=16, intermediate_size=24)
-    return tiny_config(num_hidden_layers=2, num_labels=tc.num_labels)
+    # PKD's patience needs student layers below the last: 2 layers (same depth as the tiny teacher, random)
+    return tiny_config(num_hidden_layers=2 if name == "pkd" else 1, num_labels=tc.num_labels)
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,7 +90,7 @@ def tiny_outputs(config, seed):
 def test_smaller_student_gets_positive_loss_and_gradients(name, stage):
     """Positive, finite loss; finite, non-zero gradients for every student output the recipe reads and for the
     projections (the gradient through the model itself is checked end to end below)."""
-    tc = tiny_config(num_hidden_layers=4, num_labels=3)
+    tc = tiny_config(num_labels=3)
     sc = _student_for(name, tc)
     cfg = recipe_config(name, stage, relation_heads=4) if name == "minilmv2" else recipe_config(name, stage)
     recipe = objectives.build_recipe(cfg, tc, sc)
@@ -112,8 +113,8 @@ def test_smaller_student_gets_positive_loss_and_gradients(name, stage):
 
 
 def test_gradient_reaches_a_narrower_student_through_the_model():
-    tc = tiny_config()
-    sc = tiny_config(num_hidden_layers=1, hidden_size=16, intermediate_size=24)
+    tc = tiny_config(num_labels=3)
+    sc = tiny_config(num_hidden_layers=1, hidden_size=16, intermediate_size=24, num_labels=3)
     recipe = objectives.build_recipe(recipe_config("tinybert"), tc, sc)
     _, t_out, batch = tiny_outputs(tc, 0)
     params = {"student": init_params(sc, jax.random.key(1)), "projections": recipe.init_projections(jax.random.key(2))}
