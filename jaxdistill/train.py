@@ -516,3 +516,59 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                              overwrite=overwrite_export)
         summary["export_dir"] = export_dir
     return summary
+
+
+def _config_from_params(base: BertConfig, params) -> BertConfig:
+    """The BertConfig whose shapes are those of `params`; other fields (eps, activation, ...) from `base`."""
+    d_vocab = np.shape(params["embeddings"]["word_embeddings"]["embedding"])
+    q = np.shape(params["layer_0"]["attention"]["query"]["kernel"])  # [d, H, d_h]
+    n = sum(1 for k in params if k.startswith("layer_"))
+    head_dim = q[2] if q[1] * q[2] != d_vocab[1] else None
+    return base.replace(vocab_size=d_vocab[0], hidden_size=d_vocab[1], num_hidden_layers=n,
+                        num_attention_heads=q[1], head_dim=head_dim,
+                        intermediate_size=np.shape(params["layer_0"]["intermediate"]["kernel"])[1],
+                        with_mlm_head="mlm_bias" in params, with_pooler="pooler" in params,
+                        dtype="float32", remat=False)
+
+
+def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False) -> dict:
+    """Exports the student of a distillation workdir (its newest checkpoint, or `step`) to `out_dir`.
+
+    The masked student is compacted first (HomoDistil), then written as a Hugging Face directory (or in
+    jaxdistill's own format when its shapes need it) with the teacher's tokenizer files.
+    Returns {"step", "format", "out_dir", "params"}.
+    """
+    import json as _json
+
+    import orbax.checkpoint as ocp
+
+    from jaxdistill import pruning
+
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(f"{workdir!r} is not a jaxdistill workdir (no config.json); pass the --workdir "
+                                "of a `jaxdistill distill` run")
+    hf._check_out_dir(out_dir, overwrite)
+    with open(cfg_path) as f:
+        config = _json.load(f)
+    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(ckpt_dir) else []
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; the run has not saved one yet")
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+        raise ValueError(f"no checkpoint for step {step} in {ckpt_dir}; available steps: {steps}")
+    state = ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(step), "state"))
+    student = jax.tree.map(np.asarray, state["params"]["student"])
+    teacher_path = config["teacher"]["path"]
+    tokenizer = config["teacher"].get("tokenizer") or teacher_path
+    base = hf.load_config(teacher_path) if os.path.isdir(teacher_path) else BertConfig()
+    out_cfg = _config_from_params(base, student)
+    masks = state.get("masks") or {}
+    if masks:
+        masks = jax.tree.map(np.asarray, masks)
+        out_cfg, student = pruning.compact(out_cfg, student, masks)
+    fmt = hf.export(out_cfg, student, out_dir, tokenizer_from=tokenizer if os.path.isdir(tokenizer) else None,
+                    overwrite=overwrite)
+    return {"step": step, "format": fmt, "out_dir": out_dir,
+            "params": int(sum(np.size(x) for x in jax.tree.leaves(student)))}

@@ -318,3 +318,19 @@ def test_tokenizer_from_tokenizer_json_or_vocab_txt_alone(minilm_path, tmp_path,
     enc = [t.backend().encode_batch(sentences + ["Unaffable distillation"], add_special_tokens=False) for t in (a, b)]
     assert [e.ids for e in enc[0]] == [e.ids for e in enc[1]]
     assert a.continuation_table()[a.vocab["##able"]] and not a.continuation_table()[a.vocab["able"]]
+
+
+def test_builtin_python_docs_corpus(tmp_path):
+    """The built-in corpus is real English prose from the Python installation, written once to the cache."""
+    from jaxdistill.data.corpus import CorpusError, CorpusSpec, builtin_text_file, open_corpus
+    spec = CorpusSpec.from_config({"source": "builtin", "name": "python_docs"})
+    corpus = open_corpus(spec, str(tmp_path))
+    docs = [d for batch in corpus.documents() for d in batch]
+    words = sum(len(d.split()) for d in docs)
+    assert len(docs) > 500 and words > 50_000
+    assert any("statement" in d for d in docs)
+    path = builtin_text_file("python_docs", str(tmp_path))
+    mtime = os.stat(path).st_mtime_ns
+    assert builtin_text_file("python_docs", str(tmp_path)) == path and os.stat(path).st_mtime_ns == mtime
+    with pytest.raises(CorpusError, match="not a built-in corpus; use one of \\['python_docs'\\]"):
+        CorpusSpec.from_config({"source": "builtin", "name": "wikipedia"})

@@ -269,3 +269,20 @@ def test_bad_configs_fail_before_any_work(setup, tmp_path):
     with pytest.raises(ValueError, match="needs 3 devices but 8 are available"):
         train_and_evaluate(config, str(tmp_path / "w2"))
     assert not os.path.exists(tmp_path / "w1" / "checkpoints" / "0")
+
+
+def test_export_from_workdir_matches_the_runs_own_export(reference, tmp_path):
+    from jaxdistill.models import hf
+    from jaxdistill.train import export_from_workdir
+    _, _, ref_work = reference
+    out = str(tmp_path / "student")
+    info = export_from_workdir(ref_work, out)
+    assert info["step"] == 12 and info["format"] == "jaxdistill"  # head dims were pruned: own format
+    cfg_a, params_a = hf.load(out)
+    cfg_b, params_b = hf.load(os.path.join(ref_work, "export"))
+    assert cfg_a == cfg_b and (cfg_a.hidden_size, cfg_a.intermediate_size, cfg_a.attention_head_size) == (24, 32, 6)
+    _assert_states_equal(params_a, params_b)
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_from_workdir(ref_work, out)
+    with pytest.raises(ValueError, match=r"no checkpoint for step 5 .* available steps: \[8, 10, 12\]"):
+        export_from_workdir(ref_work, str(tmp_path / "other"), step=5)

@@ -7,6 +7,10 @@ Sources (``data.corpus.source``):
   extension: ``.txt`` -> ``text`` with one document per blank-line separated paragraph, ``.json/.jsonl`` ->
   ``json``, ``.csv`` -> ``csv``, ``.tsv`` -> ``csv`` with tab delimiter, ``.parquet`` -> ``parquet``), or a hub
   name (with ``name`` as its configuration) when online. ``text_field`` names the column, ``split`` the split.
+- ``"builtin"``: a small English corpus that every Python installation carries, by ``name``:
+  ``"python_docs"`` (the ~65k words of CPython's ``pydoc_data.topics``: the language reference in prose).
+  It is written once as a ``.txt`` file under the cache folder and then read as a ``"text"`` corpus. For
+  smoke tests and offline examples; real runs use real corpora.
 - ``"tfds"``: a TFDS dataset read through ``tfds.data_source`` (array_record, no TensorFlow); needs the
   ``tfds`` extra. ``path`` is the TFDS ``data_dir`` (optional), ``name`` the dataset (``"wiki40b/en"``).
 
@@ -22,7 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
-SOURCES = ("text", "hf", "tfds")
+SOURCES = ("text", "hf", "tfds", "builtin")
 HF_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv",
                ".tsv": "csv", ".parquet": "parquet"}
 _PROBE_BYTES = 1 << 16
@@ -52,6 +56,8 @@ class CorpusSpec:
             raise CorpusError("data.corpus.path is not set: give a .txt file or a folder of .txt files")
         if spec.source == "hf" and not (spec.path or spec.name):
             raise CorpusError("data.corpus.path is not set: give a local data file/folder or a hub dataset name")
+        if spec.source == "builtin" and spec.name not in BUILTIN:
+            raise CorpusError(f"data.corpus.name={spec.name!r} is not a built-in corpus; use one of {sorted(BUILTIN)}")
         if spec.source == "tfds" and not spec.name:
             raise CorpusError("data.corpus.name is not set: give the TFDS dataset name, e.g. 'wiki40b/en'")
         return spec
@@ -297,8 +303,31 @@ class TFDSCorpus(Corpus):
             yield [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts if len(t)]
 
 
+def _python_docs() -> str:
+    import pydoc_data.topics
+    return "\n\n".join(text.strip() for _, text in sorted(pydoc_data.topics.topics.items())) + "\n"
+
+
+BUILTIN = {"python_docs": _python_docs}
+
+
+def builtin_text_file(name: str, cache_dir: Optional[str] = None) -> str:
+    """Writes the built-in corpus `name` to `<cache_dir>/builtin/<name>.txt` (once) and returns its path."""
+    folder = os.path.join(os.path.expanduser(cache_dir or "~/.cache/jaxdistill/data"), "builtin")
+    path = os.path.join(folder, f"{name}.txt")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(BUILTIN[name]())
+        os.replace(tmp, path)
+    return path
+
+
 def open_corpus(spec: CorpusSpec, cache_dir: Optional[str] = None) -> Corpus:
     """Validates a corpus cheaply (no tokenization) and returns it. Raises CorpusError."""
+    if spec.source == "builtin":
+        spec = CorpusSpec(source="text", path=builtin_text_file(spec.name, cache_dir), name=spec.name)
     if spec.source == "text":
         return TextCorpus(spec)
     if spec.source == "hf":
