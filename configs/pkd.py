@@ -1,0 +1,51 @@
+r"""BERT-PKD (Sun et al. 2019): patient knowledge distillation from intermediate [CLS] states.
+
+Objective: soft KL at T (weight 0.5) + the "hard" term (weight 0.5) + 100 * patience, where patience is the
+sum over student layers 1..M-1 of the squared distance between L2-normalised [CLS] vectors of mapped student
+and teacher layers. PKD-Skip maps 12 -> 6 to teacher layers {2, 4, 6, 8, 10}; PKD-Last to {7, ..., 11}.
+Student: the teacher's first M layers (the paper's initialisation).
+
+    jaxdistill distill --config configs/pkd.py:skip6 --workdir runs/pkd-skip6
+    jaxdistill distill --config configs/pkd.py:smoke --workdir /tmp/pkd-smoke   # CPU, ~1 min
+
+Presets: `skip6` / `last6` (6-layer student from BERT-base, PKD-Skip / PKD-Last), `skip3` (3 layers), `demo`,
+`smoke`.
+
+- From the paper: the patience loss and its normalisation, beta = 100 and T, alpha in the paper's grid
+  (0.5 picked), the skip/last maps, the first-k-layer initialisation, the BERT-base teacher.
+- Assumed (task-agnostic adaptation): BERT-PKD distils a fine-tuned teacher on task data. Here it runs on
+  pre-training data: the soft term reads the MLM predictions over real tokens and the hard-label term is
+  the MLM loss (see `_common.task_agnostic_predictions`). Also assumed: T = 10, seq 128, batch 256, 100k
+  steps, lr 1e-4, warm-up 4k steps.
+- Hardware: assumed one 8-GPU node (hours); not measured. Expected: none published for this task-agnostic
+  form; the paper's task-specific PKD-Skip 6-layer students approach BERT-base on GLUE (Table 1 there).
+- demo / smoke: teacher all-MiniLM-L6-v2 (offline, 6 layers) -> its first 3 layers (assumed).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+from jaxdistill.defaults import base_config  # noqa: E402
+
+PRESETS = ("skip6", "last6", "skip3", "demo", "smoke")
+DEFAULT_PRESET = "skip6"
+STUDENTS = {"skip6": (6, "skip"), "last6": (6, "last"), "skip3": (3, "skip")}
+
+
+def get_config(preset: str = DEFAULT_PRESET):
+    preset = _common.check_preset(preset, PRESETS)
+    c = base_config("pkd")
+    _common.task_agnostic_predictions(c)
+    if preset in STUDENTS:
+        layers, layer_map = STUDENTS[preset]
+        c.teacher.path = _common.BERT_BASE
+        _common.paper_corpus(c)
+        _common.paper_training(c, steps=100_000, batch_size=256, lr=1e-4, warmup_steps=4000)
+        _common.layer_student(c, range(layers))
+        c.recipe.matches[0]["layers"] = layer_map
+    else:
+        _common.offline(c, preset)
+        _common.layer_student(c, range(3))
+    return c

