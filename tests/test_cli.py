@@ -218,3 +218,18 @@ def test_local_multihost_failure_exits_non_zero(tmp_path):
     r = subprocess.run(["bash", os.path.join(ROOT, "launch", "local_multihost.sh"), "zero"], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2 and "usage:" in r.stderr
+
+
+def test_fit_mlm_head(env, capsys):
+    out_dir = os.path.join(env["root"], "teacher-mlm")
+    argv = ["fit-mlm-head", "--teacher", env["teacher"], "--out", out_dir, "--corpus", env["corpus"], "--steps", 2,
+            "--batch-size", 8, "--seq-len", 32, "--warmup-steps", 1, "--cache-dir", env["cache"]]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    result = json.loads(out[out.index("{"):])
+    assert result["steps"] == 2 and np.isfinite(result["mlm_loss_after"])
+    assert os.path.exists(os.path.join(out_dir, "config.json"))
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "jaxdistill: error:" in err
+    code, _, err = run_cli(capsys, *argv[:-2], "--steps", 0)
+    assert code == 2 and "--steps must be positive" in err
