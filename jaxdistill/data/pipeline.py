@@ -44,7 +44,8 @@ def default_data_config():
     frequency_smoothing: 0 = uniform choice; > 0 = DistilBERT's choice weighted by count ** -smoothing (0.7).
     holdout_sequences: sequences kept out of training for eval_batch (held-out teacher-student KL).
     cache_dir: where packed corpora are cached (keyed by corpus, tokenizer, seq_len, pack).
-    num_proc: tokenizer processes (0 = one per CPU core, at most 8).
+    num_proc: tokenizer processes (0 = 1: the fast tokenizer is multi-threaded already; more processes
+      need the calling script to have a `__main__` guard).
     progress: show a progress bar while preparing.
     """
     import ml_collections
@@ -213,7 +214,10 @@ class PretrainingData:
 
 
 def _num_proc(n: int) -> int:
-    return int(n) if n and int(n) > 0 else max(1, min(8, os.cpu_count() or 1))
+    """Tokenizer processes: `n` when given, else 1 — the fast tokenizer already spreads a batch over every
+    core with its own thread pool, and spawned workers would re-run a user's script that lacks a
+    `if __name__ == "__main__":` guard."""
+    return int(n) if n and int(n) > 0 else 1
 
 
 def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size: int, *, vocab_size: int,
