@@ -1,0 +1,323 @@
+"""The same distillation step in jaxdistill and in plain PyTorch + transformers (issue 8, point 2).
+
+    python bench/vs_pytorch.py                 # MiniLM teacher -> half-width student, 16 x 128, float32
+    python bench/vs_pytorch.py --quick         # 4 x 64, fewer steps (~1-2 minutes)
+    python bench/vs_pytorch.py --steps 10 --batch 16 --seq-len 128 [--no-memory]
+
+The step (both sides, float32, dropout off so that both compute exactly the same function):
+  teacher forward (all-MiniLM-L6-v2's real weights: hidden 384, 6 layers, 12 heads, FFN 1536, vocab 30522,
+  with the MLM head jaxdistill's loader creates, exported once so that torch loads the very same teacher),
+  student forward + backward (random init, hidden 192, 6 layers, 6 heads of 32, FFN 768: initialised once in
+  JAX and exported with `hf.export`, loaded by `BertForMaskedLM.from_pretrained`),
+  loss = soft KL(teacher || student) over real tokens (T = 1) + MLM cross-entropy + hidden MSE over the
+  uniform layer map (embeddings and layers 1..6) through one shared linear projection 192 -> 384,
+  global-norm clipping at 1.0 and AdamW (lr 6e-4, betas 0.9/0.999, eps 1e-6, weight decay 0.01 on matrices).
+jaxdistill runs its own engine step (`train.build_run` -> the jitted, donating `distill_step`); PyTorch runs
+BertForMaskedLM teacher in eval()/no_grad and a BertForMaskedLM student (output_hidden_states=True) with
+torch.optim.AdamW, `torch.set_num_threads(<cores>)`.
+
+What it prints:
+  * the loss of both at step 0 (same params, same batch) and their difference (must be ~1e-4 or less);
+  * steps/s of each, timed alternately (JAX step, torch step, ...) in one process after warm-up, medians,
+    and the ratio jaxdistill / PyTorch (target: >= 1.3x on this CPU);
+  * peak memory of each: every framework run alone in its own subprocess (same step, a few steps), reporting
+    VmHWM (peak RSS) and its increase over the RSS after imports; those subprocesses also report their
+    standalone steps/s as a cross-check of the alternating timing.
+
+Expected on the 2-core CPU: ~2-4 s per step for each framework at 16 x 128; see bench/README.md for the
+measured figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import numpy as np  # noqa: E402
+
+CACHE = os.path.join(tempfile.gettempdir(), "jaxdistill-bench")
+STUDENT = dict(hidden_size=192, num_attention_heads=6, intermediate_size=768, with_pooler=False)
+HP = dict(lr=6e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, grad_clip=1.0)
+
+
+def proc_status(key: str) -> int:
+    """A /proc/self/status field in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def load_avg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+# ------------------------------------------------------------------------------------------------ jax side
+def jax_config(batch: int, seq_len: int):
+    from homodistil_step import make_config
+    from jaxdistill import objectives
+    c = make_config("minilm", batch, seq_len, recipe="homodistil", pruning=False, dropout=False)
+    c.student.init = "random"
+    c.student.overrides = dict(STUDENT)
+    rc = objectives.default_recipe_config("homodistil")
+    rc.temperature = 1.0
+    rc.weights.update(dict(soft=1.0, mlm=1.0))
+    rc.matches = [dict(name="hid", feature="hidden", loss="hidden_mse", weight=1.0, layers="uniform",
+                       projection="fit")]
+    c.recipe = rc
+    c.train.update(dict(warmup_steps=0, decay="constant", **HP))
+    return c
+
+
+def build_jax(batch: int, seq_len: int):
+    """(run, device batch, host batch): the jaxdistill engine on the benchmark's step."""
+    from jaxdistill import train
+    run = train.build_run(jax_config(batch, seq_len))
+    local = run.data.batch(0)
+    return run, run.global_batch(local), local
+
+
+def export_for_torch(run) -> dict:
+    """Writes the JAX teacher and (initial) student as HF directories; returns their paths + the projection."""
+    import jax
+    from jaxdistill.models import hf
+    out = {}
+    tdir = os.path.join(CACHE, "vs_pytorch", "teacher")
+    if not os.path.exists(os.path.join(tdir, "config.json")):
+        hf.export(run.teacher_config.replace(dtype="float32"), jax.device_get(run.teacher_params), tdir + ".tmp",
+                  overwrite=True)
+        os.replace(tdir + ".tmp", tdir)
+    sdir = os.path.join(CACHE, "vs_pytorch", f"student-{os.getpid()}")
+    student = jax.tree.map(np.asarray, jax.device_get(run.state.params["student"]))
+    hf.export(run.student_config.replace(dtype="float32"), student, sdir, overwrite=True)
+    proj = jax.tree.map(np.asarray, jax.device_get(run.state.params["projections"]["fit"]))
+    out.update(teacher=tdir, student=sdir, proj_kernel=proj["kernel"], proj_bias=proj["bias"])
+    return out
+
+
+def jax_step(run, batch):
+    import jax
+    run.state, metrics = run.fns.distill_step(run.state, run.teacher_params, batch)
+    jax.block_until_ready(run.state)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- torch side
+class TorchStep:
+    """The same step in plain PyTorch + transformers."""
+
+    def __init__(self, paths: dict, pairs, threads: int):
+        import torch
+        from transformers import BertForMaskedLM
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        nodrop = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        self.torch = torch
+        self.teacher = BertForMaskedLM.from_pretrained(paths["teacher"], **nodrop).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.student = BertForMaskedLM.from_pretrained(paths["student"], **nodrop).train()
+        k, b = paths["proj_kernel"], paths["proj_bias"]
+        self.proj = torch.nn.Linear(k.shape[0], k.shape[1])
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.from_numpy(np.ascontiguousarray(k.T)))
+            self.proj.bias.copy_(torch.from_numpy(np.array(b)))
+        self.pairs = list(pairs)
+        params = [p for p in list(self.student.parameters()) + list(self.proj.parameters()) if p.requires_grad]
+        self.params = params
+        decay = [p for p in params if p.dim() > 1]
+        no_decay = [p for p in params if p.dim() <= 1]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": HP["weight_decay"]},
+                                      {"params": no_decay, "weight_decay": 0.0}],
+                                     lr=HP["lr"], betas=(HP["b1"], HP["b2"]), eps=HP["eps"])
+
+    def batch(self, host_batch):
+        t = self.torch
+        return {k: t.from_numpy(np.asarray(v).astype(np.int64)) for k, v in host_batch.items()}
+
+    def loss(self, b):
+        torch, F = self.torch, self.torch.nn.functional
+        with torch.no_grad():
+            t_out = self.teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                 token_type_ids=b["token_type_ids"], output_hidden_states=True)
+        s_out = self.student(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                             token_type_ids=b["token_type_ids"], output_hidden_states=True)
+        valid = b["attention_mask"].to(torch.float32)
+        denom = valid.sum().clamp_min(1.0)
+        ls = F.log_softmax(s_out.logits.float(), dim=-1)
+        lt = F.log_softmax(t_out.logits.float(), dim=-1)
+        kl = (lt.exp() * (lt - ls)).sum(-1)
+        soft = (kl * valid).sum() / denom
+        vocab = s_out.logits.shape[-1]
+        mlm = F.cross_entropy(s_out.logits.reshape(-1, vocab).float(), b["mlm_labels"].reshape(-1),
+                              ignore_index=-100)
+        hid = 0.0
+        for si, ti in self.pairs:
+            d = (self.proj(s_out.hidden_states[si]) - t_out.hidden_states[ti]).square().mean(-1)
+            hid = hid + (d * valid).sum() / denom
+        return soft + mlm + hid, dict(soft=soft.item(), mlm=mlm.item(), hid=hid.detach().item())
+
+    def step(self, b):
+        self.opt.zero_grad(set_to_none=True)
+        loss, terms = self.loss(b)
+        loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.params, HP["grad_clip"])
+        self.opt.step()
+        return loss.detach().item(), terms
+
+
+def uniform_pairs(num_layers: int):
+    from jaxdistill import layer_map
+    return layer_map.make_layer_map("uniform", num_layers, num_layers, 0)
+
+
+# ------------------------------------------------------------------------------------------------- phases
+def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: str, threads: int = 0):
+    """One framework alone (own process): peak RSS and standalone step time. Prints one JSON line."""
+    import torch  # noqa: F401  (both phases import both frameworks so the baseline RSS is comparable)
+    import jax  # noqa: F401
+    from jaxdistill import train  # noqa: F401
+    import transformers  # noqa: F401
+    base = proc_status("VmRSS")
+    cores = threads or os.cpu_count() or 1
+    if which == "jax":
+        run, b, _ = build_jax(batch, seq_len)
+        fn = lambda: jax_step(run, b)
+    else:
+        paths = json.load(open(paths_json))
+        paths["proj_kernel"] = np.load(paths["proj_kernel"])
+        paths["proj_bias"] = np.load(paths["proj_bias"])
+        from jaxdistill.data import build_pretraining_data
+        from homodistil_step import minilm_path
+        cfg = jax_config(batch, seq_len)
+        data = build_pretraining_data(cfg.data, minilm_path(), batch, vocab_size=30522, max_positions=512)
+        ts = TorchStep(paths, [tuple(p) for p in paths["pairs"]], cores)
+        b = ts.batch(data.batch(0))
+        fn = lambda: ts.step(b)
+    fn()  # compile / first step
+    fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    print("RESULT " + json.dumps(dict(which=which, base_rss=base, peak_rss=proc_status("VmHWM"),
+                                      step_s=statistics.median(times))))
+
+
+def run_alone(which, a, paths_json):
+    cmd = [sys.executable, os.path.abspath(__file__), "--phase", which, "--batch", str(a.batch), "--seq-len",
+           str(a.seq_len), "--mem-steps", str(a.mem_steps), "--paths", paths_json, "--torch-threads", str(a.torch_threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{which} phase failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per framework (alternating)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per framework after the first")
+    ap.add_argument("--mem-steps", type=int, default=2, help="timed steps in each memory subprocess")
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-framework memory subprocesses")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: all CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="4 x 64, 4 steps (~1-2 minutes)")
+    ap.add_argument("--phase", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--paths", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.batch, a.seq_len, a.steps, a.warmup, a.mem_steps = 4, 64, 4, 1, 1
+    if a.phase:
+        return phase_alone(a.phase, a.batch, a.seq_len, a.mem_steps, a.paths, a.torch_threads)
+
+    import jax
+    import torch
+    import transformers
+    cores = a.torch_threads or os.cpu_count() or 1
+    print(f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"{os.cpu_count()} CPU cores (torch threads {cores}); load average {load_avg()}")
+    t0 = time.perf_counter()
+    run, jb, host = build_jax(a.batch, a.seq_len)
+    pairs = uniform_pairs(run.student_config.num_hidden_layers)
+    paths = export_for_torch(run)
+    ts = TorchStep(paths, pairs, cores)
+    tb = ts.batch(host)
+    sc = run.student_config
+    print(f"teacher all-MiniLM-L6-v2 (384, 6 layers, 12 heads, FFN 1536); student {sc.hidden_size} hidden, "
+          f"{sc.num_hidden_layers} layers, {sc.num_attention_heads} heads, FFN {sc.intermediate_size}; "
+          f"batch {a.batch} x {a.seq_len} float32; hidden pairs {pairs} (built in {time.perf_counter() - t0:.1f}s)")
+
+    # Step 0: the same loss from the same params and batch.
+    t0 = time.perf_counter()
+    m = jax.device_get(jax_step(run, jb))
+    t_first_jax = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tl, tterms = ts.step(tb)
+    t_first_torch = time.perf_counter() - t0
+    jl = float(m["loss"])
+    print(f"step 0 loss: jaxdistill {jl:.6f} (soft {float(m['loss/soft']):.6f}, mlm {float(m['loss/mlm']):.6f}, "
+          f"hid {float(m['loss/hid']):.6f})")
+    print(f"             pytorch    {tl:.6f} (soft {tterms['soft']:.6f}, mlm {tterms['mlm']:.6f}, "
+          f"hid {tterms['hid']:.6f})")
+    diff = abs(jl - tl)
+    print(f"             |difference| = {diff:.2e} ({'OK' if diff <= 1e-4 * max(1.0, abs(tl)) else 'MISMATCH'}); "
+          f"first step incl. compile: jax {t_first_jax:.1f}s, torch {t_first_torch:.1f}s")
+
+    for _ in range(a.warmup):
+        jax_step(run, jb)
+        ts.step(tb)
+    tj, tt, losses = [], [], []
+    for i in range(a.steps):
+        t0 = time.perf_counter()
+        mj = jax_step(run, jb)
+        tj.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        lt_, _ = ts.step(tb)
+        tt.append(time.perf_counter() - t0)
+        losses.append((float(mj["loss"]), lt_))
+    print(f"loss after {1 + a.warmup + a.steps} steps: jaxdistill {losses[-1][0]:.5f}, pytorch {losses[-1][1]:.5f} "
+          f"(same batch each step)")
+
+    mj, mt = statistics.median(tj), statistics.median(tt)
+    print(f"\n{'alternating, one process':<28}{'median s/step':>14}{'min':>8}{'max':>8}{'steps/s':>10}")
+    print(f"{'jaxdistill':<28}{mj:14.3f}{min(tj):8.3f}{max(tj):8.3f}{1 / mj:10.3f}")
+    print(f"{'pytorch':<28}{mt:14.3f}{min(tt):8.3f}{max(tt):8.3f}{1 / mt:10.3f}")
+    print(f"jaxdistill / pytorch speed = {mt / mj:.2f}x  (target >= 1.3x: {'met' if mt / mj >= 1.3 else 'NOT met'}); "
+          f"tokens/s: jax {a.batch * a.seq_len / mj:.0f}, torch {a.batch * a.seq_len / mt:.0f}")
+
+    if not a.no_memory:
+        d = os.path.join(CACHE, "vs_pytorch")
+        np.save(os.path.join(d, "proj_kernel.npy"), paths["proj_kernel"])
+        np.save(os.path.join(d, "proj_bias.npy"), paths["proj_bias"])
+        pj = os.path.join(d, f"paths-{os.getpid()}.json")
+        json.dump(dict(teacher=paths["teacher"], student=paths["student"], pairs=[list(p) for p in pairs],
+                       proj_kernel=os.path.join(d, "proj_kernel.npy"), proj_bias=os.path.join(d, "proj_bias.npy")),
+                  open(pj, "w"))
+        res = {w: run_alone(w, a, pj) for w in ("jax", "torch")}
+        print(f"\n{'alone, own subprocess':<28}{'peak RSS MB':>12}{'over imports MB':>17}{'s/step':>9}")
+        for w, r in res.items():
+            print(f"{('jaxdistill' if w == 'jax' else 'pytorch'):<28}{r['peak_rss'] / 2**20:12.0f}"
+                  f"{(r['peak_rss'] - r['base_rss']) / 2**20:17.0f}{r['step_s']:9.3f}")
+        print(f"standalone speed ratio jaxdistill / pytorch = {res['torch']['step_s'] / res['jax']['step_s']:.2f}x")
+    print(f"load average after: {load_avg()}")
+
+
+if __name__ == "__main__":
+    main()
