@@ -17,8 +17,9 @@ They run interleaved A B C A B C ... in one process, each step timed to `block_u
 B's steps include the importance window closes at their natural cadence (1 in `window` steps); the
 breakdown also times `update_importance` alone (accumulate vs window-close) and `prune_update` alone.
 
-Expected on the 2-core CPU (shared, load 2-4): MiniLM 8 x 128: plain ~3-4 s/step; see bench/README.md for
-the figures measured (ratio ~1.1x).
+Expected on the 2-core CPU (measured while shared, load 4-6): MiniLM 8 x 128: plain ~3-3.5 s/step, ratio
+1.0-1.13x (importance ~1 %, prune_update/dT ~1 %, masked forward within noise); --quick ~1.03x. Run time
+~4-5 minutes (~1.5 with --quick). Figures: bench/README.md.
 """
 from __future__ import annotations
 

@@ -19,9 +19,10 @@ What it measures, in one process:
   * the data pipeline's batches/s at the same batch shape (`bench/data_pipeline.measure`: prepared corpus,
     MLM masking, background prefetch), next to the step's batches/s.
 
-Expected on the 2-core CPU (~125 GFLOP/s f32 peak when idle): MiniLM 8 x 128 HomoDistil: ~3 s/step,
-~300 tokens/s, MFU ~0.5; data pipeline hundreds of batches/s, i.e. >> 100x the step rate. The measured
-figures are in bench/README.md.
+Expected on the 2-core CPU (~120-125 GFLOP/s f32 matmul peak): MiniLM 8 x 128 HomoDistil: ~3-4 s/step,
+250-350 tokens/s, MFU ~0.35-0.5 (measured while the machine was shared); data pipeline thousands of
+batches/s, i.e. thousands of times the step rate. Run time ~2-3 minutes (~1 with --quick). Figures:
+bench/README.md.
 """
 from __future__ import annotations
 
