@@ -89,6 +89,10 @@ class Throughput:
     def reset(self):
         self._t = time.perf_counter()
 
+    def exclude(self, seconds: float) -> None:
+        """Leaves `seconds` (e.g. an evaluation) out of the current interval."""
+        self._t += seconds
+
     def update(self, steps: int, tokens_per_step: int, flops_per_step: float) -> dict:
         now = time.perf_counter()
         dt, self._t = max(now - self._t, 1e-9), now

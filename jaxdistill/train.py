@@ -307,9 +307,9 @@ def validate_config(config) -> None:
 
 
 def _drain(pending):
-    """Fetches pending per-step metrics, stops on the first non-finite one, returns their mean."""
+    """Fetches pending per-step metrics and stops on the first non-finite one; returns the fetched dicts."""
     if not pending:
-        return {}
+        return []
     fetched = jax.device_get([m for _, m in pending])
     for (step, _), m in zip(pending, fetched):
         if not bool(m["train/finite"]):
@@ -317,6 +317,10 @@ def _drain(pending):
             raise NonFiniteError(
                 f"non-finite loss or gradients at step {step} ({terms}). Nothing from this step on was saved; "
                 "the last good checkpoint is kept. Lower train.lr, enable train.grad_clip, or check the data.")
+    return fetched
+
+
+def _mean(fetched) -> dict:
     keys = [k for k in fetched[-1] if k != "train/finite"]
     return {k: float(np.mean([float(m[k]) for m in fetched])) for k in keys}
 
@@ -453,7 +457,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log_every, ckpt_every = int(t.log_every), int(t.checkpoint_every)
     eval_every, eval_batches = int(t.get("eval_every", 0) or 0), int(t.get("eval_batches", 2))
     lr_at = make_lr_schedule(t)
-    pending, status, last, done = [], "completed", {}, start
+    pending, window, status, last, done = [], [], "completed", {}, start
 
     def save(step, force=False):
         checkpointer.save(step, run.state, {"step": int(step), "data_seed": int(config.data.seed)}, force=force)
@@ -469,25 +473,35 @@ def train_and_evaluate(config, workdir: str) -> dict:
             done = step + 1
             is_log = done % log_every == 0 or done == total
             is_ckpt = done % ckpt_every == 0 or done == total
+            is_eval = bool(eval_every) and (done % eval_every == 0 or done == total)
             stop = watcher.should_stop(done)
-            if not (is_log or is_ckpt or stop):
+            if not (is_log or is_ckpt or is_eval or stop):
                 continue
-            n, scalars, pending = len(pending), _drain(pending), []
+            window += _drain(pending)
+            pending = []
+            evaluated = {}
+            if is_eval:
+                t_eval = time.perf_counter()
+                evaluated = run.evaluate(eval_batches, batch_size)
+                meter.exclude(time.perf_counter() - t_eval)
             if is_log:
+                scalars = _mean(window)
                 widths = (metrics_lib.effective_widths(run.student_config, jax.device_get(run.state.masks))
                           if run.pruning_config else None)
                 flops = metrics_lib.distill_step_flops(run.teacher_config, run.student_config, batch_size,
                                                        seq_len, widths)
-                scalars.update(meter.update(n, batch_size * seq_len, flops))
+                scalars.update(meter.update(len(window), batch_size * seq_len, flops))
                 scalars["train/lr"] = float(lr_at(done - 1))
                 if widths:
                     scalars.update({"width/hidden": widths["hidden"], "width/ffn": float(np.mean(widths["ffn"])),
                                     "width/attn": float(np.mean(widths["attn"]))})
-                if eval_every and done % eval_every == 0:
-                    scalars.update(run.evaluate(eval_batches, batch_size))
+                scalars.update(evaluated)
                 writer.write(done, scalars)
-                last = scalars
+                last, window = scalars, []
                 meter.reset()
+            elif evaluated:
+                writer.write(done, evaluated)
+                last = dict(last, **evaluated)
             writer.advance(done)
             if is_ckpt or stop:
                 save(done, force=stop)

@@ -237,13 +237,15 @@ def test_nan_stops_with_clear_error_and_only_finite_checkpoints(setup, tmp_path)
 def test_incompatible_config_is_refused_and_metrics_are_written(setup, tmp_path):
     from jaxdistill.checkpoint import ResumeError
     from jaxdistill.train import train_and_evaluate
-    config = _config(setup, steps=4, log_every=2, eval_every=2)
+    config = _config(setup, steps=4, log_every=2, eval_every=3)
     config.metrics.peak_flops = 1e11
     work = str(tmp_path / "work")
     summary = train_and_evaluate(config, work)
     assert summary["status"] == "completed" and summary["export_format"] in ("hf", "jaxdistill")
     rows = [json.loads(line) for line in open(os.path.join(work, "metrics.jsonl"))]
-    assert [r["step"] for r in rows] == [0, 2, 4]
+    assert [r["step"] for r in rows] == [0, 2, 3, 4]  # logs every 2, held-out eval at 0, every 3, and the end
+    assert "eval/kl" in rows[2] and "loss" not in rows[2] and "eval/kl" not in rows[1]
+    assert abs(rows[0]["eval/kl"]) < 1e-6  # an exact copy of the teacher at step 0 (float rounding under jit)
     last = rows[-1]
     for key in ("loss", "train/grad_norm", "train/lr", "train/teacher_student_kl", "perf/tokens_per_s",
                 "perf/tflops_per_s", "perf/mfu", "width/hidden", "eval/kl"):
