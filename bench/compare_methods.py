@@ -150,25 +150,11 @@ def distill_config(method: str, s: dict, teacher: str, corpus: str, cache: str, 
 
 
 def finetune_config(model: str, task_csv: str, seed: int, s: dict):
-    from jaxdistill.finetune import default_finetune_config
-    c = default_finetune_config()
-    c.model = model
-    c.task.name = "csv"
-    c.task.train_file = task_csv
-    c.task.text_fields = ("sentence",)
-    c.task.label_field = "label"
-    c.task.validation_fraction = 0.2
-    c.max_length = s["ft_max_length"]
-    c.batch_size = s["ft_batch"]
-    c.epochs = s["ft_epochs"]
-    if s["ft_steps"]:
-        c.steps = s["ft_steps"]
-    c.lr = s["ft_lr"]
-    c.seed = seed
-    for k, v in (("progress", False), ("tensorboard", False)):
-        if k in c:
-            c[k] = v
-    return c
+    """The demo's fine-tuning recipe with this comparison's sizes (one fixed recipe for every student)."""
+    from jaxdistill.demo import finetune_config as demo_finetune_config
+    return demo_finetune_config(model, task_csv, seed, max_length=s["ft_max_length"], batch_size=s["ft_batch"],
+                                epochs=s["ft_epochs"], steps=s["ft_steps"] or None, lr=s["ft_lr"],
+                                progress=False, tensorboard=False)
 
 
 # ------------------------------------------------------------------------------------------------- machine

@@ -78,7 +78,9 @@ def _demo_distill_config(workdir: str, teacher: str, corpus: str, quick: bool):
     return c
 
 
-def finetune_config(model: str, task_csv: str, seed: int = 0, quick: bool = False):
+def finetune_config(model: str, task_csv: str, seed: int = 0, quick: bool = False, **overrides):
+    """The fine-tuning recipe of the demo (and of bench/compare_methods.py) on the sentences CSV;
+    `overrides` replace top-level fields (max_length, batch_size, epochs, steps, lr, progress, ...)."""
     from jaxdistill.finetune import default_finetune_config
     s = demo_settings(quick)
     c = default_finetune_config()
@@ -95,6 +97,7 @@ def finetune_config(model: str, task_csv: str, seed: int = 0, quick: bool = Fals
         c.steps = s["finetune_steps"]
     c.lr = 1e-4
     c.seed = seed
+    c.update({k: v for k, v in overrides.items() if v is not None})
     return c
 
 
