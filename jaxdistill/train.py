@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
