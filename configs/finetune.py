@@ -52,17 +52,10 @@ def get_config(preset: str = DEFAULT_PRESET):
         c.lr = 2e-5 if task in LARGE_GLUE else 5e-5
         c.warmup_ratio = 0.1
         c.dtype = "float32"
-    elif preset == "pang_lee":
-        c.model = os.path.join("jaxdistill-demo", "student")
-        c.task.name = "csv"
-        c.task.train_file = os.path.join("jaxdistill-demo", "data", "sentences.csv")
-        c.task.text_fields = ("sentence",)
-        c.task.label_field = "label"
-        c.task.validation_fraction = 0.2
-        c.max_length = 64
-        c.batch_size = 32
-        c.epochs = 2.0
-        c.lr = 1e-4
+    elif preset == "pang_lee":  # the demo's fine-tuning recipe, defined once in jaxdistill/demo.py
+        from jaxdistill.demo import finetune_config
+        c = finetune_config(os.path.join("jaxdistill-demo", "student"),
+                            os.path.join("jaxdistill-demo", "data", "sentences.csv"))
     else:  # smoke
         c.task.name = "csv"
         c.task.text_fields = ("sentence",)
