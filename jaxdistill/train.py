@@ -117,15 +117,23 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
                             batch["token_type_ids"], deterministic=True, output_intermediates=needs)
         return jax.lax.stop_gradient(out)
 
-    def loss_fn(params, masks, teacher_out, batch, step, rng):
+    def student_loss(params, masks, teacher_out, batch, step, rng, deterministic):
+        """The recipe's loss and terms for the student's forward; plus the MLM teacher-student KL (T=1)
+        under "teacher_student_kl" when both models have an MLM head."""
         out = student.apply({"params": params["student"]}, batch["input_ids"], batch["attention_mask"],
                             batch["token_type_ids"], masks=masks if pruning_on else None,
-                            deterministic=not dropout, output_intermediates=needs, rngs={"dropout": rng})
+                            deterministic=deterministic, output_intermediates=needs, rngs={"dropout": rng})
         loss, terms = recipe.objective(out, teacher_out, batch, step, params["projections"])
+        if out.mlm_logits is not None and teacher_out.mlm_logits is not None:
+            terms = dict(terms, teacher_student_kl=_kl_metric(out.mlm_logits, teacher_out.mlm_logits,
+                                                              batch["attention_mask"]))
+        return loss, terms
+
+    def loss_fn(params, masks, teacher_out, batch, step, rng):
+        loss, terms = student_loss(params, masks, teacher_out, batch, step, rng, deterministic=not dropout)
         if nan_at_step is not None:  # fault injection for tests of the non-finite guard
             loss = jnp.where(step + 1 == nan_at_step, jnp.nan, loss)  # nan_at_step counts updates from 1
-        kl = (_kl_metric(out.mlm_logits, teacher_out.mlm_logits, batch["attention_mask"])
-              if out.mlm_logits is not None and teacher_out.mlm_logits is not None else jnp.float32(0))
+        kl = terms.pop("teacher_student_kl", jnp.float32(0))
         return loss, dict(terms, **{"train/teacher_student_kl": kl})
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -173,14 +181,12 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
         return state.replace(masks=masks, params=params, opt_state=opt_state)
 
     def eval_step(state: TrainState, teacher_params, batch):
-        teacher_out = forward_teacher(teacher_params, batch)
-        out = student.apply({"params": state.params["student"]}, batch["input_ids"], batch["attention_mask"],
-                            batch["token_type_ids"], masks=state.masks if pruning_on else None,
-                            output_intermediates=needs)
-        loss, terms = recipe.objective(out, teacher_out, batch, state.step, state.params["projections"])
-        res = {"eval/loss": loss, **{"eval/" + k.split("/", 1)[-1]: v for k, v in terms.items()}}
-        if out.mlm_logits is not None and teacher_out.mlm_logits is not None:
-            res["eval/kl"] = _kl_metric(out.mlm_logits, teacher_out.mlm_logits, batch["attention_mask"])
+        loss, terms = student_loss(state.params, state.masks, forward_teacher(teacher_params, batch), batch,
+                                   state.step, state.rng, deterministic=True)
+        res = {"eval/loss": loss}
+        if "teacher_student_kl" in terms:
+            res["eval/kl"] = terms.pop("teacher_student_kl")
+        res.update({"eval/" + k.split("/", 1)[-1]: v for k, v in terms.items()})
         return res
 
     batch_sh = shard_lib.batch_sharding(mesh)
