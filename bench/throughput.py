@@ -74,6 +74,7 @@ def main(argv=None):
         a.teacher, a.seq_len, a.steps, a.data_steps = "tiny", 64, 5, 50
 
     from jaxdistill import metrics, train
+    from jaxdistill.pruning import remaining_widths
     from jaxdistill.models import hf
 
     dev = jax.devices()[0]
@@ -110,7 +111,7 @@ def main(argv=None):
         for d in peak_dtypes:
             peaks[d].append(matmul_peak(a.peak_size, d))
     t = statistics.median(step_t)
-    widths = metrics.effective_widths(sc, jax.device_get(run.state.masks)) if run.pruning_config else None
+    widths = remaining_widths(jax.device_get(run.state.masks)) if run.pruning_config else None
     flops = metrics.distill_step_flops(tc, sc, a.batch, a.seq_len, widths)
     peak_meas = {d: max(v) for d, v in peaks.items()}
     vendor = metrics.device_peak_flops(dev) if dev.platform != "cpu" else None

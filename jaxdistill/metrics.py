@@ -43,13 +43,13 @@ def bert_forward_flops(config, seq_len: int, widths: Optional[Mapping[str, Any]]
                        mlm_head: bool = True) -> float:
     """Matmul FLOPs of one BERT forward pass over one sequence of `seq_len` tokens.
 
-    widths: effective widths {"hidden": d, "ffn": [F per layer], "attn": [H * d_h kept per layer]}; defaults
-    to the config's full widths.
+    widths: effective widths as `pruning.remaining_widths(masks)` gives them ({"hidden": d, "ffn": [F per
+    layer], "head_dims": [H * d_h kept per layer], ...}); defaults to the config's full widths.
     """
     N, L = config.num_hidden_layers, seq_len
     d = widths["hidden"] if widths else config.hidden_size
     ffn = widths["ffn"] if widths else [config.intermediate_size] * N
-    attn = widths["attn"] if widths else [config.num_attention_heads * config.attention_head_size] * N
+    attn = widths["head_dims"] if widths else [config.num_attention_heads * config.attention_head_size] * N
     total = 0.0
     for i in range(N):
         a, f = float(attn[i]), float(ffn[i])
@@ -68,15 +68,6 @@ def distill_step_flops(teacher_config, student_config, batch_size: int, seq_len:
     teacher = bert_forward_flops(teacher_config, seq_len, mlm_head=mlm_head)
     student = bert_forward_flops(student_config, seq_len, student_widths, mlm_head=mlm_head)
     return batch_size * (teacher + 3 * student)
-
-
-def effective_widths(config, masks: Optional[Mapping[str, Any]]) -> Optional[dict]:
-    """Kept hidden dims, FFN neurons per layer and attention inner width per layer, from 0/1 masks."""
-    if not masks:
-        return None
-    m = {k: np.asarray(v) for k, v in masks.items()}
-    return {"hidden": int(m["hidden"].sum()), "ffn": m["ffn"].sum(axis=1).astype(int).tolist(),
-            "attn": m["attn"].reshape(m["attn"].shape[0], -1).sum(axis=1).astype(int).tolist()}
 
 
 class Throughput:

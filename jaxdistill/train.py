@@ -492,7 +492,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 meter.exclude(time.perf_counter() - t_eval)
             if is_log:
                 scalars = _mean(window)
-                widths = (metrics_lib.effective_widths(run.student_config, jax.device_get(run.state.masks))
+                widths = (pruning.remaining_widths(jax.device_get(run.state.masks))
                           if run.pruning_config else None)
                 flops = metrics_lib.distill_step_flops(run.teacher_config, run.student_config, batch_size,
                                                        seq_len, widths)
@@ -500,7 +500,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 scalars["train/lr"] = float(lr_at(done - 1))
                 if widths:
                     scalars.update({"width/hidden": widths["hidden"], "width/ffn": float(np.mean(widths["ffn"])),
-                                    "width/attn": float(np.mean(widths["attn"]))})
+                                    "width/attn": float(np.mean(widths["head_dims"]))})
                 scalars.update(evaluated)
                 writer.write(done, scalars)
                 last, window = scalars, []
