@@ -130,6 +130,18 @@ class Checkpointer:
         self.manager.close()
 
 
+def read_state(directory: str, step: Optional[int] = None) -> Tuple[int, Any]:
+    """Reads the TrainState saved in a checkpoint directory as plain arrays, without a target (for export
+    and inspection, not for resuming): the newest finalized step, or `step`. Returns (step, state dict)."""
+    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {directory}; the run has not saved one yet")
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+        raise ValueError(f"no checkpoint for step {step} in {directory}; available steps: {steps}")
+    return step, ocp.StandardCheckpointer().restore(os.path.join(directory, str(step), "state"))
+
+
 class PreemptionWatcher:
     """Turns SIGTERM (and JAX's preemption sync point on Cloud TPU) into a flag the train loop polls.
 

@@ -241,7 +241,7 @@ def _plots(workdir: str, distill_dir: str):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import orbax.checkpoint as ocp
+    from jaxdistill.checkpoint import read_state
 
     out = os.path.join(workdir, "plots")
     os.makedirs(out, exist_ok=True)
@@ -268,9 +268,7 @@ def _plots(workdir: str, distill_dir: str):
     paths.append(os.path.join(out, "widths.png"))
     fig.savefig(paths[-1], dpi=120), plt.close(fig)
 
-    ckpt = os.path.join(distill_dir, "checkpoints")
-    last = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-    masks = ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(last), "state"))["masks"]
+    masks = read_state(os.path.join(distill_dir, "checkpoints"))[1]["masks"]
     hidden, attn, ffn = (np.asarray(masks[k]) for k in ("hidden", "attn", "ffn"))
     fig, axes = plt.subplots(3, 1, figsize=(9, 5.5), gridspec_kw=dict(height_ratios=[1, 3, 3]))
     axes[0].imshow(hidden[None, :], aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")

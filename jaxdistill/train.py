@@ -560,8 +560,6 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     """
     import json as _json
 
-    import orbax.checkpoint as ocp
-
     from jaxdistill import pruning
 
     cfg_path = os.path.join(workdir, "config.json")
@@ -571,14 +569,7 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     hf._check_out_dir(out_dir, overwrite)
     with open(cfg_path) as f:
         config = _json.load(f)
-    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-    steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(ckpt_dir) else []
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; the run has not saved one yet")
-    step = steps[-1] if step is None else int(step)
-    if step not in steps:
-        raise ValueError(f"no checkpoint for step {step} in {ckpt_dir}; available steps: {steps}")
-    state = ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(step), "state"))
+    step, state = ckpt_lib.read_state(os.path.join(os.path.abspath(workdir), "checkpoints"), step)
     student = jax.tree.map(np.asarray, state["params"]["student"])
     teacher_path = config["teacher"]["path"]
     tokenizer = config["teacher"].get("tokenizer") or teacher_path
