@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jaxdistill.errors import ConfigError, ResumeError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 RESUME_CRITICAL = ("teacher.path", "student", "recipe.name", "pruning", "data.seq_len", "train.batch_size",
                    "train.seed", "data.seed")
 
-
-class ResumeError(ValueError):
-    """The workdir holds a run that the new config cannot continue."""
 
 
 def _get(tree: Mapping[str, Any], dotted: str):
@@ -138,7 +136,7 @@ def read_state(directory: str, step: Optional[int] = None) -> Tuple[int, Any]:
         raise FileNotFoundError(f"no checkpoint in {directory}; the run has not saved one yet")
     step = steps[-1] if step is None else int(step)
     if step not in steps:
-        raise ValueError(f"no checkpoint for step {step} in {directory}; available steps: {steps}")
+        raise ConfigError(f"no checkpoint for step {step} in {directory}; available steps: {steps}")
     return step, ocp.StandardCheckpointer().restore(os.path.join(directory, str(step), "state"))
 
 

@@ -3,16 +3,9 @@
 Every subcommand takes `--debug` (full tracebacks). Configs are Python files (`--config path.py[:preset]`)
 with dotted overrides (`--config.train.steps=100`); see `jaxdistill.config_loader`.
 
-Exit codes (stable, for scripts):
-  0    success (also a preempted run that saved a checkpoint and stopped: rerun the same command to resume)
-  1    an unexpected internal error (a bug: rerun with --debug and report it)
-  2    usage or config error: bad flags, bad config or override, an output that exists and would be
-       overwritten, a workdir holding an incompatible run
-  3    data or model error at run time: missing teacher/model, corrupt checkpoint, empty or unreadable corpus,
-       bad task file, tokenizer problems
-  4    the loss became non-finite (NaN/inf); the last good checkpoint is kept
-  130  interrupted (Ctrl-C)
-Errors are one line on stderr, `jaxdistill: error: ...`.
+Exit codes (stable, for scripts) are carried by the exceptions themselves; `jaxdistill.errors` lists them:
+0 done or preempted, 1 internal error, 2 usage/config, 3 data/model, 4 non-finite loss, 75 retryable
+storage failure, 130 interrupted. Errors are one line on stderr, `jaxdistill: error: ...`.
 """
 from __future__ import annotations
 
@@ -23,19 +16,11 @@ import os
 import sys
 import textwrap
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from jaxdistill.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError, exit_code_for
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_DATA, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
-
-# Exception class names (anywhere in the MRO) -> exit code; checked in this order.
-_DATA_ERRORS = ("CheckpointError", "CorpusError", "TokenizerError", "TaskError", "FileNotFoundError",
-                "NotADirectoryError", "IsADirectoryError", "PermissionError")
-_USAGE_ERRORS = ("ConfigError", "ResumeError", "FileExistsError", "ValueError")
 
 log = logging.getLogger("jaxdistill.cli")
 
-
-class UsageError(Exception):
-    """Bad command-line usage (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
               --workdir runs/tiny/sst2
 
         exit codes: 0 ok (or preempted and saved), 1 internal error, 2 usage/config error,
-        3 data/model error, 4 non-finite loss, 130 interrupted.
+        3 data/model error, 4 non-finite loss, 75 retryable storage failure, 130 interrupted.
         """))
+    from jaxdistill import __version__
+    parser.add_argument("--version", action="version", version=f"jaxdistill {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name, help_text, description, epilog):
@@ -351,24 +338,6 @@ COMMANDS = {"distill": cmd_distill, "export": cmd_export, "finetune": cmd_finetu
 
 
 # ------------------------------------------------------------------------------------------------- main
-def exit_code_for(error: BaseException) -> int:
-    """The documented exit code of an exception (see the module docstring)."""
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(error, UsageError):
-        return EXIT_USAGE
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if "NonFiniteError" in names:
-        return EXIT_NONFINITE
-    if names & set(_DATA_ERRORS):
-        return EXIT_DATA
-    if names & set(_USAGE_ERRORS):
-        return EXIT_USAGE
-    if isinstance(error, OSError):
-        return EXIT_DATA
-    return EXIT_INTERNAL
-
-
 def _error_line(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted; a distill run resumes from its last checkpoint when rerun"

@@ -25,25 +25,41 @@ import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import ml_collections
+from jaxdistill.errors import ConfigError  # noqa: F401  (re-exported)
 
 _NONE = ("none", "null")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-class ConfigError(ValueError):
-    """A config file, preset or override that cannot be used (exit code 2 on the command line)."""
-
 
 # ----------------------------------------------------------------------------------------------- loading
+PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def packaged_configs() -> Tuple[str, ...]:
+    """Names of the configs that ship with jaxdistill (`homodistil`, `finetune`, ...)."""
+    return tuple(sorted(f[:-3] for f in os.listdir(PACKAGED_DIR)
+                        if f.endswith(".py") and not f.startswith("_") and f != "common.py"))
+
+
 def split_spec(spec: str) -> Tuple[str, Optional[str]]:
-    """`"configs/homodistil.py:tiny"` -> ("configs/homodistil.py", "tiny"); no preset -> (path, None)."""
+    """The config file and preset of `spec`: `"configs/homodistil.py:tiny"` -> ("configs/homodistil.py",
+    "tiny"); a packaged config by name, `"homodistil:tiny"` -> (<package>/configs/homodistil.py, "tiny");
+    no preset -> (path, None)."""
     spec = str(spec).strip()
     if not spec:
-        raise ConfigError("--config is empty: give a config file, e.g. configs/homodistil.py:smoke")
+        raise ConfigError("--config is empty: give a config, e.g. homodistil:smoke or configs/homodistil.py:smoke")
     path, sep, preset = spec.rpartition(":")
-    if sep and path.endswith(".py") and "/" not in preset:
-        return path, (preset or None)
-    return spec, None
+    if not sep or "/" in preset:
+        path, preset = spec, ""
+    if not path.endswith(".py") and "/" not in path:
+        if path not in packaged_configs():
+            close = difflib.get_close_matches(path, packaged_configs(), n=1)
+            raise ConfigError(f"--config {spec!r}: no packaged config named {path!r}; the packaged configs are "
+                              f"{', '.join(packaged_configs())}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + "; or give a file, path.py[:preset]")
+        path = os.path.join(PACKAGED_DIR, path + ".py")
+    return path, (preset or None)
 
 
 def _import_file(path: str):

@@ -32,6 +32,7 @@ import optax
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import sharding as shard_lib
 from jaxdistill.models import Bert, BertConfig, hf
+from jaxdistill.errors import ConfigError, ModelError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def default_finetune_config() -> ml_collections.ConfigDict:
 def _check_model_dir(path: str) -> str:
     """The local directory of `path` (a hub id is fetched when online); clear errors otherwise."""
     if not path:
-        raise ValueError("config.model is empty; give a BERT directory (Hugging Face or a jaxdistill "
+        raise ConfigError("config.model is empty; give a BERT directory (Hugging Face or a jaxdistill "
                          "export) or a hub id when online")
     if not os.path.isdir(path):
         looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
@@ -130,7 +131,7 @@ def validate_config(config) -> None:
     if int(config.get("num_labels", 0) or 0) < 0:
         problems.append(f"num_labels must be >= 0 (0 = from the task), got {config.num_labels}")
     if problems:
-        raise ValueError("invalid finetune config: " + "; ".join(problems))
+        raise ConfigError("invalid finetune config: " + "; ".join(problems))
 
 
 def _optimizer_config(config, total_steps: int) -> ml_collections.ConfigDict:
@@ -183,7 +184,7 @@ def predict_logits(model_config: BertConfig, params, arrays: Mapping[str, np.nda
     Returns: float32 [N, num_labels].
     """
     if not model_config.num_labels:
-        raise ValueError("this model has no classification head (num_labels=0); fine-tune it first "
+        raise ModelError("this model has no classification head (num_labels=0); fine-tune it first "
                          "(jaxdistill finetune) or load it with num_labels")
     mesh = mesh if mesh is not None else _default_mesh()
     rules = shard_lib.rules_from_config(None) if rules is None else tuple(rules)
@@ -255,7 +256,7 @@ def _fresh_classifier(model_config: BertConfig, num_labels: int, seed: int) -> D
 def _load_task(config_or_task_cfg, tokenizer_dir: str, max_length: int, max_positions: int):
     from jaxdistill.data import load_task
     if max_length > max_positions:
-        raise ValueError(f"max_length={max_length} is above the model's max_position_embeddings={max_positions}; "
+        raise ConfigError(f"max_length={max_length} is above the model's max_position_embeddings={max_positions}; "
                          f"set max_length <= {max_positions}")
     return load_task(config_or_task_cfg, tokenizer_dir, max_length, max_positions=max_positions)
 
@@ -296,14 +297,14 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     model_out = os.path.join(workdir, "model")
     save_model = bool(config.get("save_model", False))
     if save_model and os.path.isdir(model_out) and os.listdir(model_out) and not config.get("overwrite", False):
-        raise FileExistsError(f"{model_out!r} already holds a model; pass overwrite=True (--config.overwrite=True) "
+        raise OutputExistsError(f"{model_out!r} already holds a model; pass overwrite=True (--config.overwrite=True) "
                               "or use a new workdir")
     tokenizer_dir = str(config.get("tokenizer") or "") or model_path
     seed, max_length = int(config.seed), int(config.max_length)
     task = _load_task(config.task, tokenizer_dir, max_length, hf.load_config(model_path).max_position_embeddings)
     want = int(config.get("num_labels", 0) or 0)
     if want and want != task.num_labels:
-        raise ValueError(f"num_labels={want} but task {task.name!r} has {task.num_labels} "
+        raise ConfigError(f"num_labels={want} but task {task.name!r} has {task.num_labels} "
                          f"({'regression' if task.kind == 'regression' else task.label_names}); "
                          "set num_labels=0 to take it from the task")
     regression = task.kind == "regression"
@@ -391,12 +392,12 @@ def evaluate(model_path: str, task_cfg, max_length: int = 128, batch_size: int =
     model_path = _check_model_dir(str(model_path))
     cfg = hf.load_config(model_path)
     if not cfg.num_labels:
-        raise ValueError(f"{model_path!r} has no classification head (config.json has no id2label / "
+        raise ModelError(f"{model_path!r} has no classification head (config.json has no id2label / "
                          "*ForSequenceClassification architecture); fine-tune it first with `jaxdistill finetune`")
     task = _load_task(task_cfg, tokenizer or model_path, int(max_length), cfg.max_position_embeddings)
     model_cfg, params = hf.load(model_path, with_mlm_head=False, with_pooler=True)
     if model_cfg.num_labels != task.num_labels:
-        raise ValueError(f"the model's head has {model_cfg.num_labels} outputs but task {task.name!r} has "
+        raise ModelError(f"the model's head has {model_cfg.num_labels} outputs but task {task.name!r} has "
                          f"{task.num_labels} labels; evaluate it on the task it was fine-tuned on")
     logits = predict_logits(model_cfg, params, task.validation, batch_size)
     metrics = {k: float(v) for k, v in task.compute_metrics(logits, task.validation["labels"]).items()}
@@ -412,10 +413,10 @@ def benchmark_inference(model_path: str, batch_size: int = 32, seq_len: int = 12
     """
     model_path = _check_model_dir(str(model_path))
     if min(batch_size, seq_len, iters) <= 0:
-        raise ValueError(f"batch_size, seq_len and iters must be positive (got {batch_size}, {seq_len}, {iters})")
+        raise ConfigError(f"batch_size, seq_len and iters must be positive (got {batch_size}, {seq_len}, {iters})")
     cfg, params = hf.load(model_path, with_mlm_head=False, with_pooler=True, dtype=dtype)
     if seq_len > cfg.max_position_embeddings:
-        raise ValueError(f"seq_len={seq_len} is above the model's max_position_embeddings={cfg.max_position_embeddings}")
+        raise ConfigError(f"seq_len={seq_len} is above the model's max_position_embeddings={cfg.max_position_embeddings}")
     model = Bert(cfg)
     dev = jax.devices()[0]
     params = jax.device_put(params, dev)

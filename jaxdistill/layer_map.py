@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdistill.models.bert import BertConfig
+from jaxdistill.errors import ConfigError
 
 Pairs = List[Tuple[int, int]]
 
@@ -33,7 +34,7 @@ DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)
 
 def _check_counts(num_student_layers: int, num_teacher_layers: int) -> None:
     if int(num_student_layers) < 1 or int(num_teacher_layers) < 1:
-        raise ValueError(f"layer counts must be positive, got student {num_student_layers}, "
+        raise ConfigError(f"layer counts must be positive, got student {num_student_layers}, "
                          f"teacher {num_teacher_layers}")
 
 
@@ -42,7 +43,7 @@ def uniform(num_student_layers: int, num_teacher_layers: int, include_embeddings
     M, N = int(num_student_layers), int(num_teacher_layers)
     _check_counts(M, N)
     if M > N:
-        raise ValueError(f"uniform map: the student has more layers ({M}) than the teacher ({N}); "
+        raise ConfigError(f"uniform map: the student has more layers ({M}) than the teacher ({N}); "
                          "give an explicit map")
     pairs = [(m, m * N // M) for m in range(1, M + 1)]
     return ([(0, 0)] if include_embeddings else []) + pairs
@@ -53,7 +54,7 @@ def skip(num_student_layers: int, num_teacher_layers: int) -> Pairs:
     M, N = int(num_student_layers), int(num_teacher_layers)
     _check_counts(M, N)
     if M > N:
-        raise ValueError(f"skip map: the student has more layers ({M}) than the teacher ({N})")
+        raise ConfigError(f"skip map: the student has more layers ({M}) than the teacher ({N})")
     return [(m, m * N // M) for m in range(1, M)]
 
 
@@ -62,7 +63,7 @@ def last(num_student_layers: int, num_teacher_layers: int) -> Pairs:
     M, N = int(num_student_layers), int(num_teacher_layers)
     _check_counts(M, N)
     if M > N:
-        raise ValueError(f"last map: the student has more layers ({M}) than the teacher ({N})")
+        raise ConfigError(f"last map: the student has more layers ({M}) than the teacher ({N})")
     return [(m, N - M + m) for m in range(1, M)]
 
 
@@ -79,7 +80,7 @@ def explicit(pairs: Sequence[Sequence[int]], num_student_layers: int, num_teache
     out = []
     for pair in pairs:
         if len(pair) != 2:
-            raise ValueError(f"a layer map entry must be a (student, teacher) pair, got {pair!r}")
+            raise ConfigError(f"a layer map entry must be a (student, teacher) pair, got {pair!r}")
         s, t = resolve_index(pair[0], M, "student", min_index), resolve_index(pair[1], N, "teacher", min_index)
         out.append((s, t))
     return out
@@ -91,7 +92,7 @@ def resolve_index(index: int, num_layers: int, who: str, min_index: int = 0) -> 
     if i < 0:
         i = num_layers + 1 + i
     if not min_index <= i <= num_layers:
-        raise ValueError(f"{who} layer index {index} is out of range: the {who} has {num_layers} layers, so "
+        raise ConfigError(f"{who} layer index {index} is out of range: the {who} has {num_layers} layers, so "
                          f"valid indices are {min_index}..{num_layers} (0 = embeddings, -1 = last)")
     return i
 
@@ -107,7 +108,7 @@ def make_layer_map(spec, num_student_layers: int, num_teacher_layers: int, min_i
         elif spec in _MAPS:
             pairs = _MAPS[spec](num_student_layers, num_teacher_layers)
         else:
-            raise ValueError(f"unknown layer map {spec!r}; use one of {sorted(_MAPS) + ['uniform_no_embeddings']} "
+            raise ConfigError(f"unknown layer map {spec!r}; use one of {sorted(_MAPS) + ['uniform_no_embeddings']} "
                              "or a list of (student, teacher) hidden-state index pairs")
         return explicit(pairs, num_student_layers, num_teacher_layers, min_index)
     return explicit(spec, num_student_layers, num_teacher_layers, min_index)
@@ -123,15 +124,15 @@ def student_init_layers(preset, num_teacher_layers: int, num_student_layers: Opt
     if preset == "copy":
         return list(range(N))
     if num_student_layers is None:
-        raise ValueError(f"student init preset {preset!r} needs num_student_layers")
+        raise ConfigError(f"student init preset {preset!r} needs num_student_layers")
     M = int(num_student_layers)
     if not 1 <= M <= N:
-        raise ValueError(f"cannot initialise a {M}-layer student from {N} teacher layers (need 1 <= M <= N)")
+        raise ConfigError(f"cannot initialise a {M}-layer student from {N} teacher layers (need 1 <= M <= N)")
     if preset == "first":
         return list(range(M))
     if preset == "distilbert":
         return [int(i) for i in np.floor(np.linspace(0, N - 1, M) + 0.5)]
-    raise ValueError(f"unknown student init preset {preset!r}; use 'distilbert', 'first', 'copy' or a list")
+    raise ConfigError(f"unknown student init preset {preset!r}; use 'distilbert', 'first', 'copy' or a list")
 
 
 def _copy_tree(tree):
@@ -153,13 +154,13 @@ def init_student_from_teacher(teacher_config: BertConfig, teacher_params: Mappin
     N = teacher_config.num_hidden_layers
     layers = [int(i) for i in layers]
     if not layers:
-        raise ValueError("init_student_from_teacher needs at least one teacher layer to copy")
+        raise ConfigError("init_student_from_teacher needs at least one teacher layer to copy")
     bad = [i for i in layers if not 0 <= i < N]
     if bad:
-        raise ValueError(f"teacher layers {bad} are out of range: the teacher has {N} encoder layers, "
+        raise ConfigError(f"teacher layers {bad} are out of range: the teacher has {N} encoder layers, "
                          f"0-based indices 0..{N - 1}")
     if hidden_size is not None and int(hidden_size) != teacher_config.hidden_size:
-        raise ValueError(f"cannot copy teacher weights into hidden_size={hidden_size} (teacher width "
+        raise ConfigError(f"cannot copy teacher weights into hidden_size={hidden_size} (teacher width "
                          f"{teacher_config.hidden_size}); initialise a narrower student randomly and use "
                          "projections, or use HomoDistil pruning to reach the width")
     shape_fields = {"hidden_size", "num_attention_heads", "intermediate_size", "vocab_size", "head_dim",
@@ -167,7 +168,7 @@ def init_student_from_teacher(teacher_config: BertConfig, teacher_params: Mappin
     changed = sorted(k for k in shape_fields & set(config_overrides)
                      if config_overrides[k] != getattr(teacher_config, k))
     if changed:
-        raise ValueError(f"config overrides {changed} change copied parameter shapes; only non-shape fields "
+        raise ConfigError(f"config overrides {changed} change copied parameter shapes; only non-shape fields "
                          "may be overridden")
     student_config = teacher_config.replace(num_hidden_layers=len(layers), **config_overrides)
     params: Dict[str, Any] = {}
@@ -180,7 +181,7 @@ def init_student_from_teacher(teacher_config: BertConfig, teacher_params: Mappin
     for j, i in enumerate(layers):
         params[f"layer_{j}"] = _copy_tree(teacher_params[f"layer_{i}"])
     if student_config.num_labels and "classifier" not in params:
-        raise ValueError("the student has num_labels > 0 but the teacher has no classifier to copy; "
+        raise ConfigError("the student has num_labels > 0 but the teacher has no classifier to copy; "
                          "initialise the classifier yourself (models.init_params) and merge it")
     return student_config, params
 
@@ -209,11 +210,11 @@ _PROJ_ACTIVATIONS = {None: lambda x: x, "none": lambda x: x, "gelu": lambda x: j
 def apply_projection(projection: Mapping[str, Any], x, activation: Optional[str] = None):
     """x [..., in] -> x @ kernel + bias [..., out] in float32 at full matmul precision (exact for identity)."""
     if activation not in _PROJ_ACTIVATIONS:
-        raise ValueError(f"projection activation {activation!r} is not one of {list(_PROJ_ACTIVATIONS)}")
+        raise ConfigError(f"projection activation {activation!r} is not one of {list(_PROJ_ACTIVATIONS)}")
     kernel = projection["kernel"]
     x = jnp.asarray(x).astype(jnp.float32)
     if x.shape[-1] != kernel.shape[0]:
-        raise ValueError(f"projection expects inputs of width {kernel.shape[0]}, got {x.shape[-1]}")
+        raise ConfigError(f"projection expects inputs of width {kernel.shape[0]}, got {x.shape[-1]}")
     y = jnp.einsum("...i,io->...o", x, kernel.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
     if "bias" in projection:
         y = y + projection["bias"].astype(jnp.float32)

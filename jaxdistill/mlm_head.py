@@ -29,6 +29,7 @@ import optax
 
 from jaxdistill.models import Bert, BertConfig, hf
 from jaxdistill.models.bert import _ACTIVATIONS, LayerNorm
+from jaxdistill.errors import ConfigError, DataError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def _evaluate(eval_step, head, frozen, data, num_batches: int, batch_size: int, 
             c, a, n = jax.device_get(eval_step(head, frozen, inputs, idx, lab, w))
             ce, correct, count = ce + float(c), correct + float(a), count + float(n)
     if count == 0:
-        raise ValueError("the held-out batches have no MLM targets; use a larger corpus or data.holdout_sequences")
+        raise DataError("the held-out batches have no MLM targets; use a larger corpus or data.holdout_sequences")
     return ce / count, correct / count
 
 
@@ -171,11 +172,11 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
     if eval_batches and int(data_cfg.get("holdout_sequences", 0) or 0) <= 0:
         problems.append("data.holdout_sequences must be > 0 to measure the held-out MLM loss (or eval_batches=0)")
     if problems:
-        raise ValueError("fit_mlm_head: " + "; ".join(problems))
+        raise ConfigError("fit_mlm_head: " + "; ".join(problems))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise FileExistsError(f"output {out_dir!r} exists and is not a directory")
+        raise OutputExistsError(f"output {out_dir!r} exists and is not a directory")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(f"output directory {out_dir!r} is not empty; choose a new directory or pass "
+        raise OutputExistsError(f"output directory {out_dir!r} is not empty; choose a new directory or pass "
                               "overwrite=True to replace its files")
     if not os.path.isdir(teacher_path):
         raise FileNotFoundError(f"teacher directory {teacher_path!r} does not exist; pass the directory that holds "

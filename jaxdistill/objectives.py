@@ -41,6 +41,7 @@ from jaxdistill import layer_map as lm
 from jaxdistill import losses as L
 from jaxdistill import schedules
 from jaxdistill.models.bert import BertConfig
+from jaxdistill.errors import ConfigError
 
 RECIPES = ("hinton", "logit_mse", "pkd", "distilbert", "tinybert", "mobilebert", "minilm", "minilmv2",
            "homodistil")
@@ -98,7 +99,7 @@ def default_recipe_config(name: str, **kwargs) -> ml_collections.ConfigDict:
     elif name == "tinybert":  # Jiao et al. 2020; one shared projection as in the official code
         stage = kwargs.get("stage", "general")
         if stage not in ("general", "task"):
-            raise ValueError(f"tinybert stage {stage!r} is not 'general' or 'task'")
+            raise ConfigError(f"tinybert stage {stage!r} is not 'general' or 'task'")
         base.update(stage=stage)
         base["matches"] = [
             _match("att", "attention_scores", "attention_score_mse", layers="uniform_no_embeddings"),
@@ -109,7 +110,7 @@ def default_recipe_config(name: str, **kwargs) -> ml_collections.ConfigDict:
     elif name == "mobilebert":  # Sun et al. 2020
         stage = kwargs.get("stage", "transfer")
         if stage not in ("transfer", "pretrain"):
-            raise ValueError(f"mobilebert stage {stage!r} is not 'transfer' or 'pretrain'")
+            raise ConfigError(f"mobilebert stage {stage!r} is not 'transfer' or 'pretrain'")
         base.update(stage=stage)
         if stage == "transfer":
             base["matches"] = [
@@ -132,7 +133,7 @@ def default_recipe_config(name: str, **kwargs) -> ml_collections.ConfigDict:
             _match("hid", "hidden", "hidden_mse", weight=1.0, layers="uniform", projection="hidden_{layer}"),
             _match("att", "attention_probs", "attention_kl", weight=0.0, layers="uniform_no_embeddings")]
     else:
-        raise ValueError(f"unknown recipe {name!r}; known recipes: {list(RECIPES)}")
+        raise ConfigError(f"unknown recipe {name!r}; known recipes: {list(RECIPES)}")
     # type_safe=False: a weight or the temperature may be replaced by a schedule config.
     return ml_collections.ConfigDict(base, type_safe=False)
 
@@ -160,7 +161,7 @@ def _feature_width(config: BertConfig, feature: str):
 
 def _get_feature(out, feature: str, index: int, who: str, recipe: str):
     if out.hidden_states is None:
-        raise ValueError(f"recipe {recipe!r} needs intermediates but the {who} output has none: call Bert with "
+        raise ConfigError(f"recipe {recipe!r} needs intermediates but the {who} output has none: call Bert with "
                          "output_intermediates=True (recipe.needs_intermediates) for both models")
     if feature in ("hidden", "cls"):
         x = out.hidden_states[index]
@@ -189,14 +190,14 @@ def _build_match(m: dict, index: int, cfg, tc: BertConfig, sc: BertConfig, proj_
     unknown = set(m) - {"name", "feature", "loss", "weight", "layers", "student_layer", "teacher_layer",
                         "projection", "activation", "loss_kwargs", "stack"}
     if unknown:
-        raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+        raise ConfigError(f"{where}: unknown fields {sorted(unknown)}")
     feature, loss = m.get("feature"), m.get("loss")
     if feature not in FEATURES:
-        raise ValueError(f"{where}: feature {feature!r} is not one of {FEATURES}")
+        raise ConfigError(f"{where}: feature {feature!r} is not one of {FEATURES}")
     try:
         fn = L.get(loss)
     except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: {e}") from None
     weight_spec = m.get("weight", 1.0)
     if schedules.is_constant(weight_spec) and schedules.constant_value(weight_spec) == 0.0:
         return None
@@ -211,30 +212,30 @@ def _build_match(m: dict, index: int, cfg, tc: BertConfig, sc: BertConfig, proj_
             s_l = list(s_l) if isinstance(s_l, (list, tuple)) else [s_l]
             t_l = list(t_l) if isinstance(t_l, (list, tuple)) else [t_l]
             if len(s_l) != len(t_l):
-                raise ValueError(f"student_layer and teacher_layer have different lengths {len(s_l)}, {len(t_l)}")
+                raise ConfigError(f"student_layer and teacher_layer have different lengths {len(s_l)}, {len(t_l)}")
             pairs = lm.explicit(list(zip(s_l, t_l)), M, N, min_index)
     except ValueError as e:
-        raise ValueError(f"{where} ({feature}): {e}") from None
+        raise ConfigError(f"{where} ({feature}): {e}") from None
     if not pairs:
-        raise ValueError(f"{where}: the layer map is empty for a {M}-layer student and {N}-layer teacher")
+        raise ConfigError(f"{where}: the layer map is empty for a {M}-layer student and {N}-layer teacher")
     kwargs = _to_dict(m.get("loss_kwargs") or {})
     ws, wt = _feature_width(sc, feature), _feature_width(tc, feature)
     projection = m.get("projection")
     if projection is not None and feature not in ("hidden", "cls"):
-        raise ValueError(f"{where}: projections apply to hidden/cls features only, not {feature!r}")
+        raise ConfigError(f"{where}: projections apply to hidden/cls features only, not {feature!r}")
     if loss in _EQUAL_HEADS and ws[0] != wt[0]:
-        raise ValueError(f"{where}: loss {loss!r} needs equal head counts, got student {ws[0]} vs teacher "
+        raise ConfigError(f"{where}: loss {loss!r} needs equal head counts, got student {ws[0]} vs teacher "
                          f"{wt[0]}; use the minilmv2_relation_kl loss (multi-head relations) instead")
     if loss in _EQUAL_WIDTH and ws != wt and projection is None:
-        raise ValueError(f"{where}: loss {loss!r} needs equal widths, got student {ws} vs teacher {wt}; add a "
+        raise ConfigError(f"{where}: loss {loss!r} needs equal widths, got student {ws} vs teacher {wt}; add a "
                          f"projection (e.g. projection='{name}_proj') to map the student width to the teacher's")
     if loss == "minilmv2_relation_kl":
         R = int(kwargs.setdefault("num_relation_heads", _get(cfg, "relation_heads", 0)))
         if R <= 0:
-            raise ValueError(f"{where}: minilmv2_relation_kl needs num_relation_heads > 0 (set relation_heads)")
+            raise ConfigError(f"{where}: minilmv2_relation_kl needs num_relation_heads > 0 (set relation_heads)")
         for who, (h, dh) in (("student", ws), ("teacher", wt)):
             if (h * dh) % R:
-                raise ValueError(f"{where}: the {who} {feature} width {h * dh} is not divisible by "
+                raise ConfigError(f"{where}: the {who} {feature} width {h * dh} is not divisible by "
                                  f"num_relation_heads={R}; choose R dividing both widths")
     names = []
     for s, _ in pairs:
@@ -244,11 +245,11 @@ def _build_match(m: dict, index: int, cfg, tc: BertConfig, sc: BertConfig, proj_
         pname = str(projection).replace("{layer}", str(s))
         dims = (sc.hidden_size, tc.hidden_size)
         if proj_dims.setdefault(pname, dims) != dims:
-            raise ValueError(f"{where}: projection {pname!r} is used with dims {dims} and {proj_dims[pname]}")
+            raise ConfigError(f"{where}: projection {pname!r} is used with dims {dims} and {proj_dims[pname]}")
         names.append(pname)
     stacked = bool(m.get("stack", loss in _STACKED))
     if stacked and feature != "cls":
-        raise ValueError(f"{where}: stacking layers ([B, K, D]) needs feature 'cls', got {feature!r}")
+        raise ConfigError(f"{where}: stacking layers ([B, K, D]) needs feature 'cls', got {feature!r}")
     return _Match(name=name, feature=feature, loss=loss, fn=fn, weight=schedules.make_schedule(weight_spec),
                   pairs=pairs, projections=names, activation=m.get("activation"), kwargs=kwargs,
                   stacked=stacked, pass_mask=L.accepts(fn, "mask") and feature in _TOKEN_FEATURES)
@@ -266,42 +267,42 @@ def build_recipe(recipe_cfg, teacher_config: BertConfig, student_config: BertCon
     cfg = ml_collections.ConfigDict(_to_dict(recipe_cfg))
     name = _get(cfg, "name")
     if not name:
-        raise ValueError("a recipe config needs a name (start from objectives.default_recipe_config(name))")
+        raise ConfigError("a recipe config needs a name (start from objectives.default_recipe_config(name))")
     tc, sc = teacher_config, student_config
     M, N = sc.num_hidden_layers, tc.num_hidden_layers
     if name == "homodistil" and M != N:
-        raise ValueError(f"homodistil needs a student as deep as the teacher ({N} layers), got {M}; HomoDistil "
+        raise ConfigError(f"homodistil needs a student as deep as the teacher ({N} layers), got {M}; HomoDistil "
                          "starts from a copy of the teacher and prunes width only")
     weights_cfg = _to_dict(_get(cfg, "weights", {}))
     unknown = set(weights_cfg) - set(PREDICTION_TERMS)
     if unknown:
-        raise ValueError(f"recipe {name!r}: unknown weights {sorted(unknown)}; known terms: {PREDICTION_TERMS}")
+        raise ConfigError(f"recipe {name!r}: unknown weights {sorted(unknown)}; known terms: {PREDICTION_TERMS}")
     active = {k: schedules.make_schedule(v) for k, v in weights_cfg.items()
               if not (schedules.is_constant(v) and schedules.constant_value(v) == 0.0)}
     temperature = schedules.make_schedule(_get(cfg, "temperature", 1.0))
     logits_key = _get(cfg, "logits", "mlm_logits")
     positions = _get(cfg, "prediction_positions", "valid")
     if logits_key not in ("logits", "mlm_logits"):
-        raise ValueError(f"recipe {name!r}: logits must be 'logits' or 'mlm_logits', got {logits_key!r}")
+        raise ConfigError(f"recipe {name!r}: logits must be 'logits' or 'mlm_logits', got {logits_key!r}")
     if positions not in ("valid", "mlm", "all"):
-        raise ValueError(f"recipe {name!r}: prediction_positions must be 'valid', 'mlm' or 'all', got {positions!r}")
+        raise ConfigError(f"recipe {name!r}: prediction_positions must be 'valid', 'mlm' or 'all', got {positions!r}")
     pred_terms = [k for k in ("soft", "soft_ce", "logit_mse", "hard") if k in active]
     if pred_terms:
         if logits_key == "logits":
             if not (tc.num_labels and sc.num_labels):
-                raise ValueError(f"recipe {name!r} distils classifier logits: teacher and student need num_labels "
+                raise ConfigError(f"recipe {name!r} distils classifier logits: teacher and student need num_labels "
                                  f"> 0 (got {tc.num_labels}, {sc.num_labels}); fine-tune the teacher first")
             if tc.num_labels != sc.num_labels:
-                raise ValueError(f"teacher and student num_labels differ: {tc.num_labels} vs {sc.num_labels}")
+                raise ConfigError(f"teacher and student num_labels differ: {tc.num_labels} vs {sc.num_labels}")
             if tc.num_labels == 1 and {"soft", "soft_ce"} & set(active):
-                raise ValueError(f"recipe {name!r}: soft targets need num_labels >= 2; for regression use "
+                raise ConfigError(f"recipe {name!r}: soft targets need num_labels >= 2; for regression use "
                                  "the logit_mse recipe")
         elif not (tc.with_mlm_head and sc.with_mlm_head):
-            raise ValueError(f"recipe {name!r} distils MLM predictions: teacher and student need with_mlm_head")
+            raise ConfigError(f"recipe {name!r} distils MLM predictions: teacher and student need with_mlm_head")
     if "mlm" in active and not sc.with_mlm_head:
-        raise ValueError(f"recipe {name!r} has an MLM term: the student needs with_mlm_head=True")
+        raise ConfigError(f"recipe {name!r} has an MLM term: the student needs with_mlm_head=True")
     if tc.vocab_size != sc.vocab_size and logits_key == "mlm_logits" and {"soft", "soft_ce", "logit_mse"} & set(active):
-        raise ValueError(f"teacher and student vocabularies differ ({tc.vocab_size} vs {sc.vocab_size}); "
+        raise ConfigError(f"teacher and student vocabularies differ ({tc.vocab_size} vs {sc.vocab_size}); "
                          "distilling MLM predictions needs the same tokenizer")
 
     proj_dims: Dict[str, Tuple[int, int]] = {}
@@ -309,16 +310,16 @@ def build_recipe(recipe_cfg, teacher_config: BertConfig, student_config: BertCon
                if (mm := _build_match(_to_dict(m), i, cfg, tc, sc, proj_dims)) is not None]
     dup = {m.name for m in matches if [x.name for x in matches].count(m.name) > 1}
     if dup or {m.name for m in matches} & set(PREDICTION_TERMS + ("distill",)):
-        raise ValueError(f"recipe {name!r}: match names must be unique and differ from {PREDICTION_TERMS}, "
+        raise ConfigError(f"recipe {name!r}: match names must be unique and differ from {PREDICTION_TERMS}, "
                          f"got duplicates/clashes {sorted(dup or {m.name for m in matches} & set(PREDICTION_TERMS))}")
     prog = _to_dict(_get(cfg, "progressive", {}))
     progressive = bool(prog.get("enabled", False)) and bool(matches)
     if progressive and int(prog.get("steps_per_layer", 0)) <= 0:
-        raise ValueError(f"recipe {name!r}: progressive transfer needs progressive.steps_per_layer > 0")
+        raise ConfigError(f"recipe {name!r}: progressive transfer needs progressive.steps_per_layer > 0")
     emb_layer = int(prog.get("embeddings_layer", 1))
     terms = tuple([k for k in PREDICTION_TERMS if k in active] + [m.name for m in matches])
     if not terms:
-        raise ValueError(f"recipe {name!r} has no active term: every weight is 0")
+        raise ConfigError(f"recipe {name!r} has no active term: every weight is 0")
     std = float(_get(cfg, "projection_std", 0.02))
 
     def init_projections(rng) -> dict:
@@ -340,7 +341,7 @@ def build_recipe(recipe_cfg, teacher_config: BertConfig, student_config: BertCon
             x = _get_feature(s_out, m.feature, s_idx, "student", name)
             if pname is not None:
                 if pname not in projections:
-                    raise ValueError(f"projection {pname!r} of match {m.name!r} is missing from "
+                    raise ConfigError(f"projection {pname!r} of match {m.name!r} is missing from "
                                      "params['projections']; initialise them with recipe.init_projections")
                 x = lm.apply_projection(projections[pname], x, m.activation)
             return x
@@ -365,7 +366,7 @@ def build_recipe(recipe_cfg, teacher_config: BertConfig, student_config: BertCon
         if pred_terms:
             zs, zt = getattr(student_out, logits_key), getattr(teacher_out, logits_key)
             if zs is None or zt is None:
-                raise ValueError(f"recipe {name!r} needs `{logits_key}` from both models")
+                raise ConfigError(f"recipe {name!r} needs `{logits_key}` from both models")
             if logits_key == "logits":
                 pmask = None
             elif positions == "valid":
@@ -384,7 +385,7 @@ def build_recipe(recipe_cfg, teacher_config: BertConfig, student_config: BertCon
                                                   reduction=_get(cfg, "logit_mse_reduction", "mean"))
             if "hard" in active:
                 if "labels" not in batch:
-                    raise ValueError(f"recipe {name!r} has a hard-label term: the batch needs `labels`")
+                    raise ConfigError(f"recipe {name!r} has a hard-label term: the batch needs `labels`")
                 labels = batch["labels"]
                 if zs.shape[-1] == 1 or jnp.issubdtype(jnp.asarray(labels).dtype, jnp.floating):
                     values["hard"] = jnp.mean(jnp.square(zs[..., 0].astype(jnp.float32) - labels))

@@ -43,6 +43,7 @@ import ml_collections
 from jaxdistill.compaction import (compact, count_from_widths, count_params, full_param_count,  # noqa: F401
                                    remaining_widths)
 from jaxdistill.models.bert import BertConfig
+from jaxdistill.errors import ConfigError
 
 Array = jax.Array
 PyTree = Any
@@ -141,13 +142,13 @@ class PruningConfig:
             given = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
             unknown = sorted(set(given) - set(_FIELDS))
             if unknown:
-                raise ValueError(f"unknown pruning field(s) {unknown}; the known fields are {sorted(_FIELDS)}")
+                raise ConfigError(f"unknown pruning field(s) {unknown}; the known fields are {sorted(_FIELDS)}")
             c.update(given)
         return _build(c, bert_config, int(total_steps))
 
 
 def _err(msg: str):
-    raise ValueError("invalid pruning config: " + msg)
+    raise ConfigError("invalid pruning config: " + msg)
 
 
 def _build(c: Dict[str, Any], bc: BertConfig, total: int) -> PruningConfig:

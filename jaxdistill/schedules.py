@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
+from jaxdistill.errors import ConfigError
 
 Schedule = Callable[[Any], jnp.ndarray]
 
@@ -69,9 +70,9 @@ def cosine(init_value: float, steps: int, end_value: float = 0.0, begin: int = 0
 def warmup(peak_value: float, warmup_steps: int, init_value: float = 0.0, decay: str = "cosine",
            decay_steps: int = 0, end_value: float = 0.0) -> Schedule:
     if decay not in ("constant", "linear", "cosine"):
-        raise ValueError(f"warmup schedule: decay {decay!r} is not one of 'constant', 'linear', 'cosine'")
+        raise ConfigError(f"warmup schedule: decay {decay!r} is not one of 'constant', 'linear', 'cosine'")
     if decay != "constant" and int(decay_steps) <= 0:
-        raise ValueError(f"warmup schedule with decay={decay!r} needs decay_steps > 0, got {decay_steps}")
+        raise ConfigError(f"warmup schedule with decay={decay!r} needs decay_steps > 0, got {decay_steps}")
     up = linear(init_value, peak_value, warmup_steps)
     if decay == "constant":
         down = constant(peak_value)
@@ -85,10 +86,10 @@ def warmup(peak_value: float, warmup_steps: int, init_value: float = 0.0, decay:
 def piecewise(boundaries, values) -> Schedule:
     boundaries, values = [int(b) for b in boundaries], [float(v) for v in values]
     if len(values) != len(boundaries) + 1:
-        raise ValueError(f"piecewise schedule needs len(values) == len(boundaries) + 1, got {len(values)} values "
+        raise ConfigError(f"piecewise schedule needs len(values) == len(boundaries) + 1, got {len(values)} values "
                          f"and {len(boundaries)} boundaries")
     if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
-        raise ValueError(f"piecewise schedule boundaries must increase strictly, got {boundaries}")
+        raise ConfigError(f"piecewise schedule boundaries must increase strictly, got {boundaries}")
     b, v = jnp.asarray(boundaries, jnp.int32), jnp.asarray(values, jnp.float32)
     return lambda step: v[jnp.sum(jnp.asarray(step, jnp.int32) >= b)]
 
@@ -102,7 +103,7 @@ def make_schedule(spec) -> Schedule:
     Raises ValueError naming the kind and the missing or unknown fields when the config is malformed.
     """
     if isinstance(spec, bool):
-        raise ValueError(f"a schedule must be a number, a callable or a config dict, got the bool {spec!r}")
+        raise ConfigError(f"a schedule must be a number, a callable or a config dict, got the bool {spec!r}")
     if isinstance(spec, (int, float)):
         return constant(spec)
     if callable(spec) and not isinstance(spec, Mapping) and not hasattr(spec, "to_dict"):
@@ -110,14 +111,14 @@ def make_schedule(spec) -> Schedule:
     try:
         d = _as_dict(spec)
     except (TypeError, ValueError):
-        raise ValueError(f"a schedule must be a number, a callable or a config dict, got {spec!r}") from None
+        raise ConfigError(f"a schedule must be a number, a callable or a config dict, got {spec!r}") from None
     kind = d.pop("kind", None)
     if kind not in _FIELDS:
-        raise ValueError(f"schedule kind {kind!r} is not one of {sorted(_FIELDS)} (config: {spec!r})")
+        raise ConfigError(f"schedule kind {kind!r} is not one of {sorted(_FIELDS)} (config: {spec!r})")
     required, optional = _FIELDS[kind]
     missing, unknown = required - set(d), set(d) - required - optional
     if missing or unknown:
-        raise ValueError(f"{kind} schedule: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}; "
+        raise ConfigError(f"{kind} schedule: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}; "
                          f"it takes {sorted(required)} and optionally {sorted(optional)}")
     return _MAKERS[kind](**d)
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jaxdistill.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,17 @@ def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
     """Resolves `{"data": -1, "fsdp": 2, "tensor": 1}` (-1 = the rest) against the device count."""
     shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
     if sum(s == -1 for s in shape) > 1:
-        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, shape))}: at most one axis may be -1 (= the rest)")
+        raise ConfigError(f"mesh sizes {dict(zip(MESH_AXES, shape))}: at most one axis may be -1 (= the rest)")
     if any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"mesh sizes {dict(zip(MESH_AXES, shape))} must be positive or -1")
+        raise ConfigError(f"mesh sizes {dict(zip(MESH_AXES, shape))} must be positive or -1")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if num_devices % known:
-            raise ValueError(f"{num_devices} devices cannot be split into a mesh with fixed axes of product {known}; "
+            raise ConfigError(f"{num_devices} devices cannot be split into a mesh with fixed axes of product {known}; "
                              "change config.mesh so the fixed sizes divide the device count")
         shape[shape.index(-1)] = num_devices // known
     if math.prod(shape) != num_devices:
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices but {num_devices} "
+        raise ConfigError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices but {num_devices} "
                          "are available; set one axis to -1 to use the rest")
     return tuple(shape)
 
@@ -73,7 +74,7 @@ def rules_from_config(rules: Optional[Sequence[Sequence[Any]]]) -> Tuple[Tuple[s
         targets = target if isinstance(target, tuple) else (target,)
         bad = [t for t in targets if t is not None and t not in MESH_AXES]
         if bad:
-            raise ValueError(f"sharding rule {rule!r} names mesh axes {bad}; the mesh axes are {MESH_AXES}")
+            raise ConfigError(f"sharding rule {rule!r} names mesh axes {bad}; the mesh axes are {MESH_AXES}")
         out.append((name, target))
     return tuple(out)
 
@@ -137,10 +138,10 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
 def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
     n = mesh.shape["data"] * mesh.shape["fsdp"]
     if global_batch_size % n:
-        raise ValueError(f"train.batch_size {global_batch_size} is not divisible by data x fsdp = {n} devices; "
+        raise ConfigError(f"train.batch_size {global_batch_size} is not divisible by data x fsdp = {n} devices; "
                          "choose a multiple of it")
     if global_batch_size % jax.process_count():
-        raise ValueError(f"train.batch_size {global_batch_size} is not divisible by the {jax.process_count()} "
+        raise ConfigError(f"train.batch_size {global_batch_size} is not divisible by the {jax.process_count()} "
                          "processes")
 
 
@@ -165,7 +166,7 @@ def maybe_initialize_distributed(cfg: Optional[Mapping[str, Any]] = None) -> boo
     kwargs = {}
     if coordinator:
         if num is None or pid is None:
-            raise ValueError("multi-host: a coordinator address needs num_processes and process_id too "
+            raise ConfigError("multi-host: a coordinator address needs num_processes and process_id too "
                              "(JAXDISTILL_NUM_PROCESSES / JAXDISTILL_PROCESS_ID)")
         kwargs = dict(coordinator_address=coordinator, num_processes=int(num), process_id=int(pid))
         if cfg.get("local_device_ids") is not None:

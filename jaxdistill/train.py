@@ -28,6 +28,7 @@ from jaxdistill import checkpoint as ckpt_lib
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import sharding as shard_lib
 from jaxdistill.models import Bert, BertConfig, hf, init_params, logical_axes
+from jaxdistill.errors import ConfigError, NonFiniteError, OutputExistsError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,6 @@ class TrainState:
     rng: jax.Array
 
 
-class NonFiniteError(FloatingPointError):
-    """The loss or the gradients became NaN/inf; the run stopped without saving them."""
-
 
 # ---------------------------------------------------------------------------------------------- optimizer
 def make_lr_schedule(train_cfg) -> optax.Schedule:
@@ -66,7 +64,7 @@ def make_lr_schedule(train_cfg) -> optax.Schedule:
     elif decay == "constant":
         after = optax.constant_schedule(lr)
     else:
-        raise ValueError(f"train.decay {decay!r} is not one of 'linear', 'cosine', 'constant'")
+        raise ConfigError(f"train.decay {decay!r} is not one of 'linear', 'cosine', 'constant'")
     if warmup <= 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
@@ -236,7 +234,7 @@ def build_models(config):
         student_cfg = teacher_cfg.replace(remat=remat, **overrides)
         student_params = jax.tree.map(np.asarray, init_params(student_cfg, jax.random.PRNGKey(config.train.seed)))
     else:
-        raise ValueError(f"student.init {init!r} is not one of 'copy', 'layers', 'random'")
+        raise ConfigError(f"student.init {init!r} is not one of 'copy', 'layers', 'random'")
     return teacher_cfg, teacher_params, student_cfg, student_params
 
 
@@ -309,7 +307,7 @@ def validate_config(config) -> None:
     if not config.teacher.get("path"):
         problems.append("teacher.path is empty: give a Hugging Face BERT directory (or hub id when online)")
     if problems:
-        raise ValueError("invalid config: " + "; ".join(problems))
+        raise ConfigError("invalid config: " + "; ".join(problems))
 
 
 def _drain(pending):
@@ -440,7 +438,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             log.info("%s already holds a finished run (step %d) and its export; nothing to do", workdir, total)
             return {"status": "already_complete", "step": checkpointer.steps()[-1], "workdir": workdir,
                     "export_dir": export_dir, "metrics": {}}
-        raise FileExistsError(
+        raise OutputExistsError(
             f"export directory {export_dir!r} already holds files from an earlier run; pass "
             "--config.export.overwrite=True to replace them, or set --config.export.dir to a new place")
 

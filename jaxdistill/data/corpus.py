@@ -25,15 +25,13 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
+from jaxdistill.errors import CorpusError  # noqa: F401  (re-exported)
 
 SOURCES = ("text", "hf", "tfds", "builtin")
 HF_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv",
                ".tsv": "csv", ".parquet": "parquet"}
 _PROBE_BYTES = 1 << 16
 
-
-class CorpusError(ValueError):
-    """A corpus that cannot be used: missing, unreadable, empty, or without the requested text field."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
+from jaxdistill.errors import ConfigError
 
 IGNORE_INDEX = -100
 
@@ -91,12 +92,12 @@ class MaskingSpec:
 
     def __post_init__(self):
         if not 0.0 < self.mlm_probability < 1.0:
-            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+            raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.mask_replace < 0 or self.random_replace < 0 or self.mask_replace + self.random_replace > 1.0:
-            raise ValueError("mask_replace and random_replace must be >= 0 with a sum <= 1 (the rest is kept), "
+            raise ConfigError("mask_replace and random_replace must be >= 0 with a sum <= 1 (the rest is kept), "
                              f"got {self.mask_replace} and {self.random_replace}")
         if self.whole_word and self.continuation is None:
-            raise ValueError("whole-word masking needs the continuation table of the tokenizer")
+            raise ConfigError("whole-word masking needs the continuation table of the tokenizer")
 
 
 def smoothing_weights(counts: np.ndarray, smoothing: float, special: np.ndarray) -> np.ndarray:

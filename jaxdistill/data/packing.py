@@ -30,15 +30,13 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from jaxdistill.data.corpus import Corpus
+from jaxdistill.errors import ConfigError, CorpusError, DataError, TokenizerError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 PACK_MODES = ("concat", "document")
 
-
-class TokenizerError(ValueError):
-    """A tokenizer that cannot be used with the teacher."""
 
 
 @dataclass
@@ -288,7 +286,7 @@ def open_prepared(path: str) -> Prepared:
     lengths = np.load(os.path.join(path, "lengths.npy"))
     counts = np.load(os.path.join(path, "token_counts.npy"))
     if tokens.shape != (manifest["num_sequences"], manifest["seq_len"]) or len(lengths) != tokens.shape[0]:
-        raise ValueError(f"prepared data in {path!r} is inconsistent with its manifest; delete the folder")
+        raise DataError(f"prepared data in {path!r} is inconsistent with its manifest; delete the folder")
     return Prepared(path, tokens, lengths, counts, manifest)
 
 
@@ -296,9 +294,9 @@ def prepare(corpus: Corpus, tok: TokenizerInfo, seq_len: int, cache_dir: str, *,
             num_proc: int = 1, progress: bool = True, docs_per_batch: int = 256) -> Prepared:
     """Returns the packed corpus, from the cache when present, else tokenizing and packing it first."""
     if pack not in PACK_MODES:
-        raise ValueError(f"data.pack={pack!r} is not one of {PACK_MODES}")
+        raise ConfigError(f"data.pack={pack!r} is not one of {PACK_MODES}")
     if seq_len < 3:
-        raise ValueError(f"data.seq_len={seq_len} leaves no room for text between [CLS] and [SEP]; use >= 8")
+        raise ConfigError(f"data.seq_len={seq_len} leaves no room for text between [CLS] and [SEP]; use >= 8")
     key = cache_key(corpus.identity(), tok, seq_len, pack)
     final = os.path.join(cache_dir, f"{corpus.spec.label()}-L{seq_len}-{pack}-{key}")
     if os.path.exists(os.path.join(final, "manifest.json")):
@@ -326,7 +324,7 @@ def prepare(corpus: Corpus, tok: TokenizerInfo, seq_len: int, cache_dir: str, *,
             lengths = packer.finish()
         bar.close()
         if n_tokens == 0:
-            raise ValueError(f"corpus {corpus.spec.path or corpus.spec.name!r} is empty: it has no tokens after "
+            raise CorpusError(f"corpus {corpus.spec.path or corpus.spec.name!r} is empty: it has no tokens after "
                              "tokenization; point data.corpus at real text")
         np.save(os.path.join(tmp, "tokens.npy"), np.memmap(raw, dtype=dtype, mode="r", shape=(len(lengths), seq_len)))
         os.remove(raw)

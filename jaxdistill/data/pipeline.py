@@ -21,6 +21,7 @@ import numpy as np
 from jaxdistill.data import mlm
 from jaxdistill.data.corpus import CorpusSpec, open_corpus
 from jaxdistill.data.packing import PACK_MODES, Prepared, TokenizerInfo, load_tokenizer, prepare
+from jaxdistill.errors import ConfigError, CorpusError
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +112,16 @@ class PretrainingData:
     def _rows(self, process_index: int, process_count: int) -> np.ndarray:
         B, P = self.global_batch_size, int(process_count)
         if P < 1 or B % P:
-            raise ValueError(f"global batch {B} is not divisible by process_count={P}; make the batch a multiple")
+            raise ConfigError(f"global batch {B} is not divisible by process_count={P}; make the batch a multiple")
         if not 0 <= process_index < P:
-            raise ValueError(f"process_index={process_index} is not in [0, {P})")
+            raise ConfigError(f"process_index={process_index} is not in [0, {P})")
         per = B // P
         return np.arange(process_index * per, (process_index + 1) * per, dtype=np.int64)
 
     def sequence_indices(self, step: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
         """int64 [B/P]: the packed-sequence index (row of ``prepared.tokens``) of each example of the slice."""
         if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+            raise ConfigError(f"step must be >= 0, got {step}")
         rows = self._rows(process_index, process_count)
         flat = np.int64(step) * self.global_batch_size + rows
         epoch, pos = np.divmod(flat, self.num_sequences)
@@ -207,7 +208,7 @@ class PretrainingData:
         """Held-out batch ``i``: rows ``i*batch_size ..`` of the held-out sequences (cycling), each corrupted
         the same way whatever the batch size (keyed by its held-out index). int32 arrays [batch_size, L]."""
         if self.num_eval_sequences == 0:
-            raise ValueError("no held-out sequences: set data.holdout_sequences > 0 to use eval_batch")
+            raise ConfigError("no held-out sequences: set data.holdout_sequences > 0 to use eval_batch")
         j = (np.int64(i) * batch_size + np.arange(batch_size, dtype=np.int64)) % self.num_eval_sequences
         tokens, lengths = self._gather(self.holdout_indices[j])
         return self._assemble(tokens, lengths, j, 0, mlm.STREAM_EVAL)
@@ -234,21 +235,21 @@ def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size:
     """
     seq_len = int(_get(data_cfg, "seq_len", 128))
     if seq_len > int(max_positions):
-        raise ValueError(f"data.seq_len={seq_len} is above the teacher's max_position_embeddings={max_positions}; "
+        raise ConfigError(f"data.seq_len={seq_len} is above the teacher's max_position_embeddings={max_positions}; "
                          f"set data.seq_len <= {max_positions}")
     if seq_len < 8:
-        raise ValueError(f"data.seq_len={seq_len} is too short for BERT sequences; use at least 8")
+        raise ConfigError(f"data.seq_len={seq_len} is too short for BERT sequences; use at least 8")
     if int(global_batch_size) < 1:
-        raise ValueError(f"global batch size must be >= 1, got {global_batch_size}")
+        raise ConfigError(f"global batch size must be >= 1, got {global_batch_size}")
     pack = str(_get(data_cfg, "pack", "concat"))
     if pack not in PACK_MODES:
-        raise ValueError(f"data.pack={pack!r} is not one of {PACK_MODES}")
+        raise ConfigError(f"data.pack={pack!r} is not one of {PACK_MODES}")
     smoothing = float(_get(data_cfg, "frequency_smoothing", 0.0))
     if smoothing < 0:
-        raise ValueError(f"data.frequency_smoothing={smoothing} must be >= 0 (DistilBERT uses 0.7; 0 = off)")
+        raise ConfigError(f"data.frequency_smoothing={smoothing} must be >= 0 (DistilBERT uses 0.7; 0 = off)")
     holdout = int(_get(data_cfg, "holdout_sequences", 0))
     if holdout < 0:
-        raise ValueError(f"data.holdout_sequences={holdout} must be >= 0")
+        raise ConfigError(f"data.holdout_sequences={holdout} must be >= 0")
     probs = dict(mlm_probability=float(_get(data_cfg, "mlm_probability", 0.15)),
                  mask_replace=float(_get(data_cfg, "mask_replace", 0.8)),
                  random_replace=float(_get(data_cfg, "random_replace", 0.1)))
@@ -258,7 +259,7 @@ def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size:
     tok = load_tokenizer(tokenizer_dir, vocab_size=vocab_size)
     spec_cfg = _get(data_cfg, "corpus", None)
     if spec_cfg is None:
-        raise ValueError("data.corpus is not set; see jaxdistill.data.default_data_config()")
+        raise ConfigError("data.corpus is not set; see jaxdistill.data.default_data_config()")
     cache_dir = os.path.expanduser(str(_get(data_cfg, "cache_dir", DEFAULT_CACHE_DIR) or DEFAULT_CACHE_DIR))
     corpus = open_corpus(CorpusSpec.from_config(spec_cfg), cache_dir)
 
@@ -266,7 +267,7 @@ def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size:
                        progress=bool(_get(data_cfg, "progress", True)))
     total = prepared.tokens.shape[0]
     if total - holdout < 1:
-        raise ValueError(f"the corpus packs into only {total} sequences of {seq_len} tokens, and "
+        raise CorpusError(f"the corpus packs into only {total} sequences of {seq_len} tokens, and "
                          f"data.holdout_sequences={holdout} are held out; use a larger corpus or fewer held out")
     if total - holdout < global_batch_size:
         log.warning("data: only %d training sequences for a global batch of %d; sequences repeat within a batch",

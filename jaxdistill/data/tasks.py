@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from jaxdistill.errors import TaskError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-
-class TaskError(ValueError):
-    """A task that cannot be loaded as configured."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jaxdistill.errors import ConfigError
 
 Array = jax.Array
 Masks = Mapping[str, Array]
@@ -83,7 +84,7 @@ class BertConfig:
         if self.hidden_act not in _ACTIVATIONS:
             problems.append(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
         if problems:
-            raise ValueError("invalid BertConfig: " + "; ".join(problems))
+            raise ConfigError("invalid BertConfig: " + "; ".join(problems))
 
     @property
     def attention_head_size(self) -> int:
@@ -104,7 +105,7 @@ class BertConfig:
         """Builds a config from a Hugging Face `config.json` dict (unknown keys are ignored)."""
         kwargs = {k: d[k] for k in _HF_FIELDS + _EXTRA_FIELDS if k in d and d[k] is not None}
         if d.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(
+            raise ConfigError(
                 f"position_embedding_type {d['position_embedding_type']!r} is not supported; "
                 "jaxdistill's BERT uses absolute position embeddings")
         if "num_labels" not in overrides and "id2label" in d and d.get("architectures") and \
@@ -353,7 +354,7 @@ class Bert(nn.Module):
             mlm_logits = _constrain(mlm_logits, ("batch", "length", "vocab"))
         if cfg.num_labels:
             if pooled is None:
-                raise ValueError("a classification head (num_labels > 0) needs with_pooler=True")
+                raise ConfigError("a classification head (num_labels > 0) needs with_pooler=True")
             h = nn.Dropout(cfg.hidden_dropout_prob)(pooled, deterministic=deterministic)
             logits = nn.Dense(cfg.num_labels, dtype=dt, param_dtype=pdt, name="classifier",
                               kernel_init=_dense_init(cfg, ("embed", "classes")),

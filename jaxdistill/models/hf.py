@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jaxdistill.models.bert import BertConfig, init_params
+from jaxdistill.errors import CheckpointError, OutputExistsError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,6 @@ BERT_MODEL_TYPES = ("bert",)
 OWN_MODEL_TYPE = "jaxdistill-bert"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read as the BERT its config describes."""
 
 
 # ----------------------------------------------------------------------------------------------- naming
@@ -238,9 +236,9 @@ def load(path_or_id: str, *, with_mlm_head: bool = True, with_pooler: bool = Tru
 # ----------------------------------------------------------------------------------------------- export
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise FileExistsError(f"export target {out_dir!r} exists and is not a directory")
+        raise OutputExistsError(f"export target {out_dir!r} exists and is not a directory")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"export directory {out_dir!r} exists and is not empty; choose a new directory or pass "
             "overwrite=True (--overwrite) to replace its files")
 

@@ -20,13 +20,9 @@ no layer map: the student's depth and width are free. The student is randomly in
   student keeps above 99 % of BERT-base's accuracy on SQuAD 2.0 and several GLUE tasks. Not reproduced here.
 - demo / smoke: teacher all-MiniLM-L6-v2 (offline), student 2 layers, hidden 96, 12 heads (assumed).
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("l12h384", "l6h768", "demo", "smoke")
 DEFAULT_PRESET = "l12h384"
@@ -37,15 +33,15 @@ STUDENTS = {
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("minilm")
     if preset in STUDENTS:
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, steps=400_000, batch_size=1024, lr=5e-4, warmup_steps=4000)
-        _common.random_student(c, **STUDENTS[preset])
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, steps=400_000, batch_size=1024, lr=5e-4, warmup_steps=4000)
+        common.random_student(c, **STUDENTS[preset])
     else:
-        _common.offline(c, preset)
-        _common.random_student(c, num_hidden_layers=2, hidden_size=96, num_attention_heads=12,
+        common.offline(c, preset)
+        common.random_student(c, num_hidden_layers=2, hidden_size=96, num_attention_heads=12,
                                intermediate_size=384)
     return c

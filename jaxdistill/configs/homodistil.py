@@ -29,9 +29,9 @@ Paper presets (base, small, xsmall, tiny)::
   (chosen to hit the parameter counts with the global hidden dimension pruned, balanced head dims), the
   loss weights (1, 1, 1), warm-up 1000 steps and linear decay, weight decay 0.01, gradient clipping 1.0, the
   pruning schedule (no pruning for the first 10 % of steps, final widths for the last 20 %, masks updated
-  every 10 steps as in PLATON), and the BookCorpus preprocessing (see `_common.paper_corpus`).
+  every 10 steps as in PLATON), and the BookCorpus preprocessing (see `common.paper_corpus`).
 - Corpus: needs network on first use (`wikimedia/wikipedia` via datasets; add BookCorpus as documented in
-  configs/_common.py). Teacher: the hub id `bert-base-uncased` (network on first use), or a local copy with
+  configs/common.py). Teacher: the hub id `bert-base-uncased` (network on first use), or a local copy with
   `--config.teacher.path=/path/to/bert-base-uncased`.
 - Hardware: the paper used 8 A100s for ~13 h per student. Here: one 8-GPU node with bf16 activations,
   `train.accum_steps=4` on 40 GB A100s (micro-batch 128 per GPU; 1 on 80 GB), see launch/slurm_gpu.sbatch;
@@ -57,13 +57,9 @@ batch 8, whole heads so the export is a standard BertConfig) on the built-in cor
 The demo's teacher has no MLM head: `jaxdistill demo` fits one first (`jaxdistill fit-mlm-head`); without it
 the MLM and prediction terms start from a random head.
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("base", "small", "xsmall", "tiny", "demo", "smoke")
 DEFAULT_PRESET = "tiny"
@@ -78,7 +74,7 @@ PAPER_STUDENTS = {
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("homodistil")
     c.student.init = "copy"
     c.pruning.enabled = True
@@ -86,16 +82,16 @@ def get_config(preset: str = DEFAULT_PRESET):
     c.pruning.params_scope = "backbone"
     if preset in PAPER_STUDENTS:
         hidden, head_dim, ffn, lr = PAPER_STUDENTS[preset]
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, lr=lr, accum_steps=4)
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, lr=lr, accum_steps=4)
         c.pruning.update(dict(hidden=hidden, head_dim=head_dim, ffn=ffn, every=10))
         c.export.dir = "export"
     elif preset == "demo":  # the distillation stage of `jaxdistill demo`, defined once in jaxdistill/demo.py
         from jaxdistill.demo import distill_config
-        c = distill_config(_common.minilm_teacher_path())
+        c = distill_config(common.minilm_teacher_path())
     else:  # smoke
-        _common.smoke_training(c, steps=6)
+        common.smoke_training(c, steps=6)
         c.pruning.update(dict(hidden=192, head_dim=16, ffn=768, warmup_steps=1, final_steps=2, every=1,
                               window=1))
     return c

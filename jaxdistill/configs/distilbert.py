@@ -17,29 +17,25 @@ between the last hidden states. Student: BERT-base layers [0, 2, 4, 7, 9, 11] (0
 - demo / smoke: teacher all-MiniLM-L6-v2 (offline, 6 layers) -> a 3-layer student [0, 3, 5] on the built-in
   corpus (assumed, for speed).
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("base", "demo", "smoke")
 DEFAULT_PRESET = "base"
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("distilbert")
     if preset == "base":
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, lr=5e-4, warmup_steps=1400, accum_steps=8)
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, lr=5e-4, warmup_steps=1400, accum_steps=8)
         c.train.update(dict(weight_decay=0.0, grad_clip=5.0))
-        _common.layer_student(c, (0, 2, 4, 7, 9, 11))
+        common.layer_student(c, (0, 2, 4, 7, 9, 11))
     else:
-        _common.offline(c, preset)
-        _common.layer_student(c, (0, 3, 5))
+        common.offline(c, preset)
+        common.layer_student(c, (0, 3, 5))
     c.data.frequency_smoothing = 0.7
     return c

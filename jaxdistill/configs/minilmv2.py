@@ -22,13 +22,9 @@ student may differ in head count and width. Teacher layer: the last (base-size t
 - demo / smoke: teacher all-MiniLM-L6-v2 (offline, hidden 384), student 2 layers, hidden 96 (R = 48 divides
   both widths), 12 heads (assumed).
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("l6h384", "l6h768", "l12h384", "demo", "smoke")
 DEFAULT_PRESET = "l6h384"
@@ -40,16 +36,16 @@ STUDENTS = {
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("minilmv2")
     c.recipe.relation_heads = 48
     if preset in STUDENTS:
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, steps=400_000, batch_size=1024, lr=6e-4, warmup_steps=4000)
-        _common.random_student(c, **STUDENTS[preset])
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, steps=400_000, batch_size=1024, lr=6e-4, warmup_steps=4000)
+        common.random_student(c, **STUDENTS[preset])
     else:
-        _common.offline(c, preset)
-        _common.random_student(c, num_hidden_layers=2, hidden_size=96, num_attention_heads=12,
+        common.offline(c, preset)
+        common.random_student(c, num_hidden_layers=2, hidden_size=96, num_attention_heads=12,
                                intermediate_size=384)
     return c

@@ -22,13 +22,9 @@ on every mapped layer and its hidden states (embeddings included) through one sh
   stage alone is a starting point, not a result.
 - demo / smoke: teacher all-MiniLM-L6-v2 (offline), student 2 layers, hidden 96, 12 heads, FFN 384 (assumed).
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("general4", "general6", "demo", "smoke")
 DEFAULT_PRESET = "general4"
@@ -39,15 +35,15 @@ STUDENTS = {
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("tinybert")
     if preset in STUDENTS:
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, steps=300_000, batch_size=256, lr=5e-5, warmup_steps=10_000)
-        _common.random_student(c, **STUDENTS[preset])
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, steps=300_000, batch_size=256, lr=5e-5, warmup_steps=10_000)
+        common.random_student(c, **STUDENTS[preset])
     else:
-        _common.offline(c, preset)
-        _common.random_student(c, num_hidden_layers=2, hidden_size=96, num_attention_heads=12,
+        common.offline(c, preset)
+        common.random_student(c, num_hidden_layers=2, hidden_size=96, num_attention_heads=12,
                                intermediate_size=384)
     return c

@@ -9,33 +9,29 @@ from the teacher (DistilBERT's [0, 2, 4, 7, 9, 11]).
 - From the paper: the loss and the T^2 scaling; the hard term with a "considerably lower weight".
 - Assumed: T = 4, w_soft = 0.9, w_hard = 0.1 (the paper tunes them per task); the task-agnostic adaptation
   (the soft term reads the MLM predictions over real tokens and the hard term is the MLM loss, see
-  `_common.task_agnostic_predictions`); the student; seq 128, batch 256, 100k steps, lr 1e-4, warm-up 4k.
+  `common.task_agnostic_predictions`); the student; seq 128, batch 256, 100k steps, lr 1e-4, warm-up 4k.
 - Hardware: assumed one 8-GPU node (hours); not measured. Expected results: none published for BERT in this
   form; it is the baseline the other recipes add terms to.
 - demo / smoke: teacher all-MiniLM-L6-v2 (offline) -> a 3-layer student [0, 3, 5] (assumed).
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("base6", "demo", "smoke")
 DEFAULT_PRESET = "base6"
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("hinton")
-    _common.task_agnostic_predictions(c)
+    common.task_agnostic_predictions(c)
     if preset == "base6":
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, steps=100_000, batch_size=256, lr=1e-4, warmup_steps=4000)
-        _common.layer_student(c, (0, 2, 4, 7, 9, 11))
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, steps=100_000, batch_size=256, lr=1e-4, warmup_steps=4000)
+        common.layer_student(c, (0, 2, 4, 7, 9, 11))
     else:
-        _common.offline(c, preset)
-        _common.layer_student(c, (0, 3, 5))
+        common.offline(c, preset)
+        common.layer_student(c, (0, 3, 5))
     return c

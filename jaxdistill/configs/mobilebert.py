@@ -24,30 +24,26 @@ layers above frozen) for `recipe.progressive.steps_per_layer` steps, then all la
 - demo / smoke: teacher all-MiniLM-L6-v2 (offline), student 3 layers at hidden 384 with FFN 384, 2 steps
   per layer in smoke (assumed).
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("transfer", "demo", "smoke")
 DEFAULT_PRESET = "transfer"
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("mobilebert")
     if preset == "transfer":
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, steps=140_000, lr=5e-4, warmup_steps=4000, accum_steps=8)
-        _common.random_student(c, num_hidden_layers=12, intermediate_size=1536)
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, steps=140_000, lr=5e-4, warmup_steps=4000, accum_steps=8)
+        common.random_student(c, num_hidden_layers=12, intermediate_size=1536)
         c.recipe.progressive.steps_per_layer = 10_000
     else:
-        _common.offline(c, preset)
-        _common.random_student(c, num_hidden_layers=3, intermediate_size=384)
+        common.offline(c, preset)
+        common.random_student(c, num_hidden_layers=3, intermediate_size=384)
         c.recipe.progressive.steps_per_layer = 2 if preset == "smoke" else 60
         if preset == "smoke":
             c.train.update(dict(steps=8, checkpoint_every=8))

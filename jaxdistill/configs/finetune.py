@@ -23,11 +23,7 @@ Presets:
 Face BERT directory, or a hub id when online). See `jaxdistill.finetune.default_finetune_config` for every
 field. Expected results: where a paper reports them, they are in the distillation configs' docstrings.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+from jaxdistill.configs import common
 
 PRESETS = ("pang_lee", "glue_cola", "glue_sst2", "glue_mrpc", "glue_qqp", "glue_stsb", "glue_mnli", "glue_qnli",
            "glue_rte", "smoke")
@@ -39,7 +35,7 @@ LARGE_GLUE = ("qqp", "mnli", "qnli")
 def get_config(preset: str = DEFAULT_PRESET):
     from jaxdistill.finetune import default_finetune_config
 
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = default_finetune_config()
     if preset.startswith("glue_"):
         task = preset[len("glue_"):]

@@ -15,19 +15,15 @@ Presets: `skip6` / `last6` (6-layer student from BERT-base, PKD-Skip / PKD-Last)
   (0.5 picked), the skip/last maps, the first-k-layer initialisation, the BERT-base teacher.
 - Assumed (task-agnostic adaptation): BERT-PKD distils a fine-tuned teacher on task data. Here it runs on
   pre-training data: the soft term reads the MLM predictions over real tokens and the hard-label term is
-  the MLM loss (see `_common.task_agnostic_predictions`). Also assumed: T = 10, seq 128, batch 256, 100k
+  the MLM loss (see `common.task_agnostic_predictions`). Also assumed: T = 10, seq 128, batch 256, 100k
   steps, lr 1e-4, warm-up 4k steps.
 - Hardware: assumed one 8-GPU node (hours); not measured. Expected: none published for this task-agnostic
   form; the paper's task-specific PKD-Skip 6-layer students approach BERT-base on GLUE (Table 1 there).
 - demo / smoke: teacher all-MiniLM-L6-v2 (offline, 6 layers) -> its first 3 layers (assumed).
 """
-import os
-import sys
+from jaxdistill.configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-from jaxdistill.defaults import base_config  # noqa: E402
+from jaxdistill.defaults import base_config
 
 PRESETS = ("skip6", "last6", "skip3", "demo", "smoke")
 DEFAULT_PRESET = "skip6"
@@ -35,17 +31,17 @@ STUDENTS = {"skip6": (6, "skip"), "last6": (6, "last"), "skip3": (3, "skip")}
 
 
 def get_config(preset: str = DEFAULT_PRESET):
-    preset = _common.check_preset(preset, PRESETS)
+    preset = common.check_preset(preset, PRESETS)
     c = base_config("pkd")
-    _common.task_agnostic_predictions(c)
+    common.task_agnostic_predictions(c)
     if preset in STUDENTS:
         layers, layer_map = STUDENTS[preset]
-        c.teacher.path = _common.BERT_BASE
-        _common.paper_corpus(c)
-        _common.paper_training(c, steps=100_000, batch_size=256, lr=1e-4, warmup_steps=4000)
-        _common.layer_student(c, range(layers))
+        c.teacher.path = common.BERT_BASE
+        common.paper_corpus(c)
+        common.paper_training(c, steps=100_000, batch_size=256, lr=1e-4, warmup_steps=4000)
+        common.layer_student(c, range(layers))
         c.recipe.matches[0]["layers"] = layer_map
     else:
-        _common.offline(c, preset)
-        _common.layer_student(c, range(3))
+        common.offline(c, preset)
+        common.layer_student(c, range(3))
     return c
