@@ -144,7 +144,6 @@ def main(argv=None):
         a.teacher, a.seq_len, a.pairs, a.warmup = "tiny", 64, 10, 2
 
     from jaxdistill import pruning
-    from jaxdistill import sharding as shard_lib
     from jaxdistill import train
     from jaxdistill.models import hf
 
@@ -169,9 +168,8 @@ def main(argv=None):
     fns_c = None
     if not a.no_variants:  # B's step with masks but without the importance update
         fns_c = train.build_step_fns(run_b.teacher_config, run_b.student_config, run_b.recipe,
-                                     train.make_optimizer(cfg_b.train), dataclasses.replace(pcfg, enabled=False),
-                                     run_b.mesh, shard_lib.rules_from_config(cfg_b.get("sharding_rules")),
-                                     run_b.fns.state_shardings, run_b.fns.teacher_shardings,
+                                     train.make_optimizer(run_b.experiment.optimizer),
+                                     dataclasses.replace(pcfg, enabled=False), run_b.placement,
                                      dropout=not a.no_dropout)
 
     # Compile (first call) each function.
@@ -183,7 +181,7 @@ def main(argv=None):
     if fns_c:
         dt, (run_b.state, _) = timed(fns_c.distill_step, run_b.state, run_b.teacher_params, batch_b)
         print(f", masks-only {dt:.1f}s", end="", flush=True)
-    step_sh = run_b.fns.state_shardings.step
+    step_sh = run_b.placement.state_shardings.step
 
     def prune_on_cadence(state):
         """prune_update at an on-cadence step (so its lax.cond takes the update branch)."""

@@ -8,6 +8,7 @@ changes what the checkpoint means (model shapes, recipe, pruning targets) is ref
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jaxdistill.errors import ConfigError, ResumeError  # noqa: F401  (re-exported)
+from jaxdistill.errors import ConfigError, ResumeError, StorageError  # noqa: F401  (ResumeError re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,8 @@ def write_config(workdir: str, config_dict: Mapping[str, Any]) -> None:
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` for `{state, meta}` checkpoints."""
 
-    def __init__(self, directory: str, keep: int = 3, every: int = 1000, async_save: bool = True):
+    def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
-        self.every = every
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
@@ -78,8 +78,20 @@ class Checkpointer:
         return tuple(sorted(self.manager.all_steps()))
 
     def save(self, step: int, state: Any, meta: Mapping[str, Any], force: bool = False) -> bool:
-        return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))), force=force)
+        """Starts saving `state` and `meta` as step `step` (asynchronously unless async_save=False).
+        A failure to write raises StorageError (retryable: nothing saved before is lost)."""
+        with self.storage_errors(f"saving the checkpoint of step {step}"):
+            return self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))), force=force)
+
+    @contextlib.contextmanager
+    def storage_errors(self, what: str):
+        """Turns an OSError inside the block into a StorageError naming `what` and the directory."""
+        try:
+            yield
+        except OSError as e:
+            raise StorageError(f"{what} in {self.directory} failed ({type(e).__name__}: {e}); the checkpoints "
+                               "saved before are intact: fix the storage and rerun the same command to resume") from e
 
     def restore_latest(self, abstract_state: Any) -> Optional[Tuple[int, Any, dict]]:
         """Restores the newest readable checkpoint into `abstract_state`'s shapes and shardings.
@@ -121,10 +133,11 @@ class Checkpointer:
         self.manager.reload()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self.storage_errors("finishing a checkpoint save"):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
 
 

@@ -201,12 +201,11 @@ def cmd_distill(args, overrides) -> int:
     from jaxdistill import config_loader
 
     config = config_loader.load_config(args.config, overrides)
-    checked = config_loader.validate_experiment(config)
     if args.dry_run:
-        s = checked["student"]
+        from jaxdistill.experiment import resolve
+        experiment = resolve(config)
         print(config.to_json_best_effort(indent=2, sort_keys=True))
-        print(f"config OK: teacher {checked['teacher_source']}; student {s.num_hidden_layers} layers, hidden "
-              f"{s.hidden_size}; recipe {checked['recipe'].name} ({', '.join(checked['recipe'].terms)})")
+        print(f"config OK: {experiment.describe()}")
         return EXIT_OK
     from jaxdistill import train
     summary = train.train_and_evaluate(config, args.workdir)

@@ -1,4 +1,4 @@
-"""Experiment configs as Python files: `path.py[:preset]` -> ConfigDict, dotted overrides, cheap validation.
+"""Experiment configs as Python files: `path.py[:preset]` or a packaged `name[:preset]` -> ConfigDict, overrides.
 
 A config file defines `get_config(preset: str | None = None) -> ml_collections.ConfigDict` and, optionally,
 `PRESETS` (the preset names it accepts) and `DEFAULT_PRESET`. On the command line::
@@ -10,10 +10,7 @@ int, float, bool (true/false/1/0/yes/no), str, None, tuples and lists (`--config
 `[0, 2, 4]`), dicts; a field holding None takes a Python literal (`ast.literal_eval`) or else the raw string.
 An unknown key is an error that names it and suggests close matches.
 
-`validate_experiment(config)` checks a distillation config without training or loading weights: the engine's
-own checks, the teacher/student shapes (the teacher's config.json when the teacher is a local directory, a
-bert-base-shaped `BertConfig()` when it is a hub id that is not available offline), the recipe against those
-shapes, the pruning targets and schedule, the corpus spec, the mesh and the sequence length.
+Validating a loaded distillation config is `jaxdistill.experiment.resolve`'s job.
 """
 from __future__ import annotations
 
@@ -22,10 +19,11 @@ import difflib
 import importlib.util
 import os
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import ml_collections
-from jaxdistill.errors import ConfigError  # noqa: F401  (re-exported)
+
+from jaxdistill.errors import ConfigError
 
 _NONE = ("none", "null")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -259,77 +257,3 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
             raise ConfigError(f"--config.{key}={text!r} does not fit the field "
                               f"({field_type.__name__ if field_type else 'untyped'}): {e}") from None
     return config
-
-
-# -------------------------------------------------------------------------------------------- validation
-def _looks_like_hub_id(path: str) -> bool:
-    return path.count("/") <= 1 and not path.startswith((".", "/", "~")) and not os.path.exists(path)
-
-
-def teacher_bert_config(config) -> Tuple[Any, str]:
-    """The teacher's BertConfig without loading weights: (config, where it came from).
-
-    A local directory -> its config.json; a hub id not present locally -> `BertConfig()` (the bert-base shape,
-    which the paper presets use); a missing local path -> FileNotFoundError.
-    """
-    from jaxdistill.models import BertConfig, hf
-    path = str(config.teacher.get("path") or "")
-    if os.path.isdir(path):
-        return hf.load_config(path, with_mlm_head=True, with_pooler=True), path
-    if path and _looks_like_hub_id(path):
-        return BertConfig(), f"{path} (hub id; validated against the bert-base shape)"
-    raise FileNotFoundError(f"teacher directory {path!r} does not exist; set --config.teacher.path to a Hugging "
-                            "Face BERT directory (config.json + model.safetensors) or a hub id when online")
-
-
-def student_bert_config(config, teacher):
-    """The student's BertConfig as `train.build_models` would build it (no weights)."""
-    init = config.student.get("init", "copy")
-    overrides = dict(config.student.get("overrides", None) or {})
-    if init == "copy" or init == "random":
-        return teacher.replace(**overrides)
-    if init == "layers":
-        layers = list(config.student.get("layers", ()) or ())
-        if not layers or any(not 0 <= int(i) < teacher.num_hidden_layers for i in layers):
-            raise ConfigError(f"student.layers={layers} must be a non-empty list of teacher layers in "
-                              f"0..{teacher.num_hidden_layers - 1}")
-        return teacher.replace(num_hidden_layers=len(layers), **overrides)
-    raise ConfigError(f"student.init {init!r} is not one of 'copy', 'layers', 'random'")
-
-
-def validate_experiment(config, num_devices: Optional[int] = None) -> Dict[str, Any]:
-    """Validates a distillation config without training; returns what it resolved.
-
-    Raises ConfigError/ValueError for bad settings and FileNotFoundError for a missing local teacher. Returns
-    {"teacher": BertConfig, "teacher_source": str, "student": BertConfig, "recipe": Recipe,
-    "pruning": PruningConfig or None, "corpus": CorpusSpec}.
-    """
-    from jaxdistill import objectives, pruning, sharding, train
-    from jaxdistill.data import CorpusSpec
-
-    train.validate_config(config)
-    teacher, source = teacher_bert_config(config)
-    student = student_bert_config(config, teacher)
-    recipe = objectives.build_recipe(config.recipe, teacher, student)
-    pcfg = None
-    if config.get("pruning") and config.pruning.get("enabled", False):
-        pcfg = pruning.PruningConfig.from_config(config.pruning, student, int(config.train.steps))
-    corpus = CorpusSpec.from_config(config.data.corpus)
-    seq_len = int(config.data.seq_len)
-    limit = min(teacher.max_position_embeddings, student.max_position_embeddings)
-    if not 8 <= seq_len <= limit:
-        raise ConfigError(f"data.seq_len={seq_len} must be in 8..{limit} (the models' max positions)")
-    mesh = dict(config.get("mesh", {}) or {})
-    if num_devices is not None:
-        shape = sharding.mesh_shape(mesh, num_devices)
-        data_parallel = shape[0] * shape[1]
-        if int(config.train.batch_size) % data_parallel:
-            raise ConfigError(f"train.batch_size {config.train.batch_size} is not divisible by data x fsdp = "
-                              f"{data_parallel}")
-    else:
-        fixed = [int(v) for v in mesh.values()]
-        if sum(v == -1 for v in fixed) > 1 or any(v == 0 or v < -1 for v in fixed):
-            raise ConfigError(f"mesh {mesh}: sizes must be positive, with at most one -1 (= the rest)")
-    sharding.rules_from_config(config.get("sharding_rules"))
-    return {"teacher": teacher, "teacher_source": source, "student": student, "recipe": recipe,
-            "pruning": pcfg, "corpus": corpus}

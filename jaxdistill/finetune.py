@@ -3,7 +3,7 @@
 `finetune_and_evaluate(config, workdir)` loads a BERT directory (Hugging Face or jaxdistill's own export
 format), puts a fresh seeded classification head on its pooled output (`num_labels` from the task; 1 =
 regression), trains it with cross-entropy (MSE for regression) and AdamW (warm-up, then linear decay; the
-optimizer is `jaxdistill.train.make_optimizer`) in one jitted step sharded over a (data, fsdp, tensor) mesh
+optimizer is `jaxdistill.optimizer.make_optimizer`) in one jitted step sharded over a (data, fsdp, tensor) mesh
 with the batch split over (data, fsdp), and evaluates on the validation split with the task's metrics.
 
 `evaluate(model_path, task_cfg)` scores a model that already has its head (e.g. one saved by fine-tuning).
@@ -32,6 +32,8 @@ import optax
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import sharding as shard_lib
 from jaxdistill.models import Bert, BertConfig, hf
+from jaxdistill.optimizer import OptimizerConfig, make_lr_schedule, make_optimizer
+from jaxdistill.train.state import create_state, to_host
 from jaxdistill.errors import ConfigError, ModelError, OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -100,11 +102,10 @@ def _check_model_dir(path: str) -> str:
         raise ConfigError("config.model is empty; give a BERT directory (Hugging Face or a jaxdistill "
                          "export) or a hub id when online")
     if not os.path.isdir(path):
-        looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.exists(path)
-        if looks_local or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if not hf.looks_like_hub_id(path) or os.environ.get("HF_HUB_OFFLINE") == "1":
             raise FileNotFoundError(f"model directory {path!r} does not exist; pass the directory that holds "
                                     "config.json and model.safetensors")
-        path = hf._resolve(path)  # a hub id, when online
+        path = hf.resolve_path(path)  # a hub id, when online
     if not os.path.exists(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"{path!r} has no config.json; is it a Hugging Face / jaxdistill model directory?")
     return path
@@ -134,25 +135,16 @@ def validate_config(config) -> None:
         raise ConfigError("invalid finetune config: " + "; ".join(problems))
 
 
-def _optimizer_config(config, total_steps: int) -> ml_collections.ConfigDict:
-    """The fields `train.make_optimizer` / `train.make_lr_schedule` read."""
-    return ml_collections.ConfigDict(dict(
-        lr=float(config.lr), warmup_steps=int(round(float(config.warmup_ratio) * total_steps)), steps=total_steps,
-        decay="linear", grad_clip=float(config.get("grad_clip", 0.0) or 0.0), b1=float(config.get("b1", 0.9)),
-        b2=float(config.get("b2", 0.999)), eps=float(config.get("eps", 1e-6)),
-        weight_decay=float(config.get("weight_decay", 0.0))))
+def optimizer_config(config, total_steps: int) -> OptimizerConfig:
+    """The fine-tuning optimizer: AdamW with `warmup_ratio` of `total_steps` warm-up, then linear decay."""
+    return OptimizerConfig(lr=float(config.lr), steps=total_steps,
+                           warmup_steps=int(round(float(config.warmup_ratio) * total_steps)), decay="linear",
+                           b1=float(config.get("b1", 0.9)), b2=float(config.get("b2", 0.999)),
+                           eps=float(config.get("eps", 1e-6)), weight_decay=float(config.get("weight_decay", 0.0)),
+                           grad_clip=float(config.get("grad_clip", 0.0) or 0.0))
 
 
 # ---------------------------------------------------------------------------------------------- forward
-def _with_rules(fn, rules):
-    @functools.wraps(fn)
-    def wrapped(*args):
-        import flax.linen as nn
-        with nn.logical_axis_rules(rules):
-            return fn(*args)
-    return wrapped
-
-
 @functools.lru_cache(maxsize=8)
 def _predict_fn(model_config: BertConfig, mesh, rules):
     model = Bert(model_config)
@@ -162,8 +154,7 @@ def _predict_fn(model_config: BertConfig, mesh, rules):
                           deterministic=True)
         return out.logits.astype(jnp.float32)
 
-    return jax.jit(_with_rules(forward, rules),
-                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return shard_lib.jit_with_rules(forward, rules, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def _default_mesh():
@@ -230,8 +221,8 @@ def _build_train_step(model_config: BertConfig, tx, regression: bool, dropout: b
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(_with_rules(train_step, rules), in_shardings=(state_sh, shard_lib.batch_sharding(mesh)),
-                   out_shardings=(state_sh, replicated), donate_argnums=(0,))
+    return shard_lib.jit_with_rules(train_step, rules, in_shardings=(state_sh, shard_lib.batch_sharding(mesh)),
+                                    out_shardings=(state_sh, replicated), donate_argnums=(0,))
 
 
 def _stream_rows(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
@@ -289,8 +280,6 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     missing model, a non-empty `<workdir>/model`, max_length above the model's positions, a num_labels that
     does not match the task, or a batch that the mesh does not divide.
     """
-    from jaxdistill import train as train_lib
-
     validate_config(config)
     model_path = _check_model_dir(str(config.model))
     workdir = os.path.abspath(workdir)
@@ -298,7 +287,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     save_model = bool(config.get("save_model", False))
     if save_model and os.path.isdir(model_out) and os.listdir(model_out) and not config.get("overwrite", False):
         raise OutputExistsError(f"{model_out!r} already holds a model; pass overwrite=True (--config.overwrite=True) "
-                              "or use a new workdir")
+                                "or use a new workdir")
     tokenizer_dir = str(config.get("tokenizer") or "") or model_path
     seed, max_length = int(config.seed), int(config.max_length)
     task = _load_task(config.task, tokenizer_dir, max_length, hf.load_config(model_path).max_position_embeddings)
@@ -312,7 +301,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     B = int(config.batch_size)
     mesh = shard_lib.make_mesh(dict(config.get("mesh", {}) or {}))
     rules = shard_lib.rules_from_config(config.get("sharding_rules"))
-    shard_lib.check_batch_divisible(B, mesh)
+    shard_lib.check_batch_divisible(B, mesh.devices.shape, jax.process_count(), field="batch_size")
     steps_per_epoch = n_train / B
     total = int(config.get("steps", 0) or 0) or int(math.ceil(float(config.epochs) * steps_per_epoch))
 
@@ -322,30 +311,28 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     model_cfg = enc_cfg.replace(num_labels=task.num_labels)
     params = dict(params, classifier=_fresh_classifier(model_cfg, task.num_labels, seed))
 
-    tx = train_lib.make_optimizer(_optimizer_config(config, total))
-    state, state_sh = train_lib.create_state(model_cfg, params, {}, tx, None, mesh, rules, seed)
+    opt_cfg = optimizer_config(config, total)
+    tx = make_optimizer(opt_cfg)
+    state, state_sh = create_state(model_cfg, params, tx, mesh, rules, seed)
     step_fn = _build_train_step(model_cfg, tx, regression, bool(config.get("dropout", True)), mesh, rules, state_sh)
-    lr_at = train_lib.make_lr_schedule(_optimizer_config(config, total))
+    lr_at = make_lr_schedule(opt_cfg)
     eval_bs = int(config.eval_batch_size)
 
     def run_eval() -> Dict[str, float]:
-        logits = predict_logits(model_cfg, state.params["student"], task.validation, eval_bs, mesh=mesh, rules=rules)
+        logits = predict_logits(model_cfg, state.student, task.validation, eval_bs, mesh=mesh, rules=rules)
         return {k: float(v) for k, v in task.compute_metrics(logits, task.validation["labels"]).items()}
 
     writer = metrics_lib.MetricWriter(workdir, total, 0, tensorboard=bool(config.get("tensorboard", False)),
-                                      progress=bool(config.get("progress", True)))
-    if getattr(writer, "_bar", None) is not None:
-        writer._bar.set_description("finetune")
+                                      progress=bool(config.get("progress", True)), desc="finetune")
     log.info("finetune: %s on %s (%d train / %d validation examples, %d labels), %d steps at batch %d",
              model_path, task.name, n_train, task.validation["input_ids"].shape[0], task.num_labels, total, B)
-    pi, pc = jax.process_index(), jax.process_count()
-    per = B // pc
+    local_rows = shard_lib.process_rows(B)
     eval_every, log_every = int(config.get("eval_every", 0) or 0), int(config.log_every)
     history, pending, final, eval_time = [], [], {}, 0.0
     t_start = time.perf_counter()
     try:
         for step in range(total):
-            rows = _stream_rows(step, B, n_train, seed)[pi * per:(pi + 1) * per]
+            rows = _stream_rows(step, B, n_train, seed)[local_rows]
             local = {k: task.train[k][rows] for k in (*INPUT_KEYS, "labels")}
             state, m = step_fn(state, shard_lib.global_batch(local, mesh))
             pending.append(m)
@@ -354,9 +341,9 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
             is_eval = done == total or (done % eval_every == 0 if eval_every else epoch_end)
             if done % log_every == 0 or is_eval:
                 fetched, pending = jax.device_get(pending), []
+                for i, m in enumerate(fetched):
+                    metrics_lib.check_finite(done - len(fetched) + i + 1, m, "Lower lr or check the labels.")
                 loss = float(np.mean([float(x["loss"]) for x in fetched]))
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss at step {done}; lower lr or check the labels")
                 rec = {"step": done, "epoch": done * B / n_train, "train/loss": loss,
                        "train/grad_norm": float(fetched[-1]["grad_norm"]), "train/lr": float(lr_at(done - 1))}
                 if is_eval:
@@ -374,7 +361,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     summary = {"metrics": final, "history": history, "steps": total, "train_time_s": train_time,
                "num_labels": task.num_labels, "task": task.name}
     if save_model and jax.process_index() == 0:
-        host = train_lib.to_host(state.params["student"])
+        host = to_host(state.student)
         hf.export(model_cfg.replace(dtype="float32"), host, model_out, tokenizer_from=tokenizer_dir,
                   overwrite=bool(config.get("overwrite", False)))
         _label_config(model_out, model_cfg, task)

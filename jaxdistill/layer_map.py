@@ -140,6 +140,35 @@ def _copy_tree(tree):
     return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
 
+def student_config_from_layers(teacher_config: BertConfig, layers: Sequence[int], hidden_size: Optional[int] = None,
+                               **config_overrides) -> BertConfig:
+    """The config of a student that copies the teacher layers `layers` (0-based); validates without weights.
+
+    Raises ConfigError for an empty list, an index outside 0..N-1 (N = the teacher's real depth, named in the
+    message), a `hidden_size` other than the teacher's, or overrides that change a copied parameter's shape.
+    """
+    N = teacher_config.num_hidden_layers
+    layers = [int(i) for i in layers]
+    if not layers:
+        raise ConfigError("student.layers is empty: give the teacher layers to copy (0-based), e.g. 0,2,4")
+    bad = [i for i in layers if not 0 <= i < N]
+    if bad:
+        raise ConfigError(f"student.layers: teacher layers {bad} are out of range: the teacher has {N} encoder "
+                          f"layers, 0-based indices 0..{N - 1}")
+    if hidden_size is not None and int(hidden_size) != teacher_config.hidden_size:
+        raise ConfigError(f"cannot copy teacher weights into hidden_size={hidden_size} (teacher width "
+                          f"{teacher_config.hidden_size}); initialise a narrower student randomly and use "
+                          "projections, or use HomoDistil pruning to reach the width")
+    shape_fields = {"hidden_size", "num_attention_heads", "intermediate_size", "vocab_size", "head_dim",
+                    "max_position_embeddings", "type_vocab_size", "num_hidden_layers"}
+    changed = sorted(k for k in shape_fields & set(config_overrides)
+                     if config_overrides[k] != getattr(teacher_config, k))
+    if changed:
+        raise ConfigError(f"config overrides {changed} change copied parameter shapes; only non-shape fields "
+                          "may be overridden")
+    return teacher_config.replace(num_hidden_layers=len(layers), **config_overrides)
+
+
 def init_student_from_teacher(teacher_config: BertConfig, teacher_params: Mapping[str, Any],
                               layers: Sequence[int], hidden_size: Optional[int] = None,
                               **config_overrides) -> Tuple[BertConfig, Dict[str, Any]]:
@@ -151,26 +180,8 @@ def init_student_from_teacher(teacher_config: BertConfig, teacher_params: Mappin
     (a narrower student cannot be copied; initialise it randomly and distil through projections).
     `config_overrides` (e.g. `num_labels`, `dtype`) must not change parameter shapes of copied parts.
     """
-    N = teacher_config.num_hidden_layers
+    student_config = student_config_from_layers(teacher_config, layers, hidden_size, **config_overrides)
     layers = [int(i) for i in layers]
-    if not layers:
-        raise ConfigError("init_student_from_teacher needs at least one teacher layer to copy")
-    bad = [i for i in layers if not 0 <= i < N]
-    if bad:
-        raise ConfigError(f"teacher layers {bad} are out of range: the teacher has {N} encoder layers, "
-                         f"0-based indices 0..{N - 1}")
-    if hidden_size is not None and int(hidden_size) != teacher_config.hidden_size:
-        raise ConfigError(f"cannot copy teacher weights into hidden_size={hidden_size} (teacher width "
-                         f"{teacher_config.hidden_size}); initialise a narrower student randomly and use "
-                         "projections, or use HomoDistil pruning to reach the width")
-    shape_fields = {"hidden_size", "num_attention_heads", "intermediate_size", "vocab_size", "head_dim",
-                    "max_position_embeddings", "type_vocab_size", "num_hidden_layers"}
-    changed = sorted(k for k in shape_fields & set(config_overrides)
-                     if config_overrides[k] != getattr(teacher_config, k))
-    if changed:
-        raise ConfigError(f"config overrides {changed} change copied parameter shapes; only non-shape fields "
-                         "may be overridden")
-    student_config = teacher_config.replace(num_hidden_layers=len(layers), **config_overrides)
     params: Dict[str, Any] = {}
     for key, value in teacher_params.items():
         if key.startswith("layer_"):

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
+from jaxdistill.errors import NonFiniteError
+
 log = logging.getLogger(__name__)
 
 # Peak dense matmul FLOP/s per device (bf16 unless noted), from vendor spec sheets.
@@ -70,6 +72,18 @@ def distill_step_flops(teacher_config, student_config, batch_size: int, seq_len:
     return batch_size * (teacher + 3 * student)
 
 
+def check_finite(step: int, scalars: Mapping[str, Any], advice: str) -> None:
+    """Raises NonFiniteError when any scalar of `scalars` (the metrics of step `step`) is NaN or inf.
+
+    The message names the step, lists every scalar, and ends with `advice` (what the user can do).
+    """
+    values = {k: float(v) for k, v in scalars.items() if np.ndim(v) == 0}
+    if all(math.isfinite(v) for v in values.values()):
+        return
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
+    raise NonFiniteError(f"non-finite loss or gradients at step {step} ({terms}). {advice}")
+
+
 class Throughput:
     """Tokens/s, TFLOP/s and MFU between two calls of `update`."""
 
@@ -104,38 +118,42 @@ def _fmt(v: Any) -> str:
 class MetricWriter:
     """Writes scalar metrics to `<workdir>/metrics.jsonl`, TensorBoard event files and the console.
 
-    Only process 0 writes; other processes get a writer that does nothing.
+    Only process 0 writes; other processes get a writer that does nothing. With `workdir=None` it writes
+    only to the console (log lines and the progress bar named `desc`).
     """
 
-    def __init__(self, workdir: str, total_steps: int, start_step: int = 0, tensorboard: bool = True,
-                 progress: bool = True):
+    def __init__(self, workdir: Optional[str], total_steps: int, start_step: int = 0, tensorboard: bool = True,
+                 progress: bool = True, desc: str = "distill"):
         self.active = jax.process_index() == 0
         self.total = total_steps
         self._jsonl = self._tb = self._bar = None
         if not self.active:
             return
-        os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        if workdir is not None:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
         if progress:
             from tqdm.auto import tqdm
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="distill", unit="step",
+            self._bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step",
                              dynamic_ncols=True, mininterval=1.0)
 
     def write(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.active:
             return
         clean = {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in scalars.items()}
-        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
-        self._jsonl.flush()
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+            self._jsonl.flush()
         if self._tb is not None:
             for k, v in clean.items():
                 if isinstance(v, float) and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
             self._tb.flush()
-        keys = ("loss", "eval/kl", "train/teacher_student_kl", "perf/tokens_per_s", "perf/mfu")
+        keys = ("loss", "train/loss", "accuracy", "eval/kl", "train/teacher_student_kl", "perf/tokens_per_s",
+                "perf/mfu")
         short = {k.split("/")[-1]: _fmt(clean[k]) for k in keys if k in clean}
         if self._bar is not None:
             self._bar.set_postfix(short, refresh=False)

@@ -20,34 +20,21 @@ import os
 import time
 from typing import Any, Dict, Mapping, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
+from jaxdistill import metrics as metrics_lib
+from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.models import Bert, BertConfig, hf
-from jaxdistill.models.bert import _ACTIVATIONS, LayerNorm
-from jaxdistill.errors import ConfigError, DataError, OutputExistsError
+from jaxdistill.models.bert import MlmHead
+from jaxdistill.optimizer import OptimizerConfig, make_optimizer
 
 log = logging.getLogger(__name__)
 
 HEAD_KEYS = ("mlm_transform", "mlm_LayerNorm", "mlm_bias")
 IGNORE_INDEX = -100
-
-
-def head_logits(config: BertConfig, head: Mapping[str, Any], word_embeddings: jax.Array, hidden: jax.Array) -> jax.Array:
-    """The MLM head of `Bert` on hidden states: hidden [..., d] -> logits [..., V].
-
-    head: {"mlm_transform": {"kernel" [d, d], "bias" [d]}, "mlm_LayerNorm": {"scale", "bias"} [d],
-    "mlm_bias": [V]}; word_embeddings: the tied decoder [V, d]. Same modules and math as `Bert`'s head
-    (dense, activation, LayerNorm, tied decoder plus bias), without HomoDistil masks.
-    """
-    dt = jnp.dtype(config.dtype)
-    t = nn.Dense(config.hidden_size, dtype=dt).apply({"params": head["mlm_transform"]}, hidden)
-    t = LayerNorm(config).apply({"params": head["mlm_LayerNorm"]}, _ACTIVATIONS[config.hidden_act](t))
-    return jnp.dot(t, word_embeddings.astype(dt).T) + head["mlm_bias"].astype(dt)
 
 
 def max_targets(batch_size: int, seq_len: int, mlm_probability: float) -> int:
@@ -103,7 +90,7 @@ def _build_fns(config: BertConfig, tx):
         return h.reshape(-1, h.shape[-1])[idx]  # [K, d]
 
     def scores(head, frozen, h, lab, w):
-        logits = head_logits(config, head, frozen["embeddings"]["word_embeddings"]["embedding"], h)
+        logits = MlmHead(config).apply({"params": head}, h, frozen["embeddings"]["word_embeddings"]["embedding"])
         logits = logits.astype(jnp.float32)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, lab)
         correct = (jnp.argmax(logits, axis=-1) == lab).astype(jnp.float32)
@@ -161,7 +148,6 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
       batches), "mlm_accuracy_before", "mlm_accuracy_after", "train_loss_last", "steps", "out_dir",
       "seconds" (the whole call), "train_seconds" (the training loop, compilation included)}.
     """
-    from jaxdistill import train as train_lib
     from jaxdistill.data import build_pretraining_data
 
     t_start = time.perf_counter()
@@ -173,11 +159,7 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
         problems.append("data.holdout_sequences must be > 0 to measure the held-out MLM loss (or eval_batches=0)")
     if problems:
         raise ConfigError("fit_mlm_head: " + "; ".join(problems))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise OutputExistsError(f"output {out_dir!r} exists and is not a directory")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise OutputExistsError(f"output directory {out_dir!r} is not empty; choose a new directory or pass "
-                              "overwrite=True to replace its files")
+    hf.check_out_dir(out_dir, overwrite)
     if not os.path.isdir(teacher_path):
         raise FileNotFoundError(f"teacher directory {teacher_path!r} does not exist; pass the directory that holds "
                                 "config.json and model.safetensors")
@@ -189,10 +171,8 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
     config, params = hf.load(teacher_path, with_mlm_head=True, with_pooler=False, seed=int(seed),
                              dtype="float32", remat=False)
     head, frozen = _split(params)
-    opt_cfg = ml_collections.ConfigDict(dict(lr=float(lr), warmup_steps=int(warmup_steps), steps=int(steps),
-                                             decay="linear", grad_clip=1.0, b1=0.9, b2=0.999, eps=1e-6,
-                                             weight_decay=float(weight_decay)))
-    tx = train_lib.make_optimizer(opt_cfg)
+    tx = make_optimizer(OptimizerConfig(lr=float(lr), steps=int(steps), warmup_steps=int(warmup_steps),
+                                        decay="linear", grad_clip=1.0, weight_decay=float(weight_decay)))
     train_step, eval_step = _build_fns(config, tx)
     frozen = jax.device_put(frozen)
     head = jax.device_put(head)
@@ -200,10 +180,8 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
     k = max_targets(int(batch_size), data.seq_len, float(data_cfg.get("mlm_probability", 0.15)))
 
     before = _evaluate(eval_step, head, frozen, data, eval_batches, batch_size, k) if eval_batches else (None, None)
-    from tqdm.auto import tqdm
     t_train, dropped, last = time.perf_counter(), 0, {}
-    bar = tqdm(total=int(steps), desc="fit MLM head", unit="step", disable=not progress, dynamic_ncols=True,
-               mininterval=1.0)
+    writer = metrics_lib.MetricWriter(None, int(steps), progress=progress, desc="fit MLM head")
     try:
         for step, b in data.iterator(0, end_step=int(steps)):
             chunks = gather_targets(b["mlm_labels"], k)
@@ -213,11 +191,12 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
             head, opt_state, m = train_step(head, opt_state, frozen, inputs, idx, lab, w)
             if (step + 1) % 10 == 0 or step + 1 == steps:
                 last = {n: float(v) for n, v in jax.device_get(m).items()}
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}", refresh=False)
-            bar.update(1)
+                metrics_lib.check_finite(step + 1, last, "Lower --lr.")
+                writer.write(step + 1, last)
+            writer.advance(step + 1)
         jax.block_until_ready(head)
     finally:
-        bar.close()
+        writer.close()
     train_seconds = time.perf_counter() - t_train
     if dropped:
         log.info("fit_mlm_head: %d MLM targets beyond the %d slots per batch were skipped", dropped, k)

@@ -6,14 +6,17 @@ A table of rules (plain data, overridable from the config) maps them to the mesh
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
 from jaxdistill.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,23 @@ DEFAULT_RULES: Tuple[Tuple[str, Any], ...] = (
 )
 
 
-def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
-    """Resolves `{"data": -1, "fsdp": 2, "tensor": 1}` (-1 = the rest) against the device count."""
+def check_mesh_sizes(sizes: Mapping[str, int]) -> list:
+    """The sizes of `{"data": -1, "fsdp": 2, "tensor": 1}` in MESH_AXES order (missing axes are 1); raises
+    ConfigError for an unknown axis, more than one -1, or a size that is neither positive nor -1."""
+    unknown = sorted(set(sizes) - set(MESH_AXES))
+    if unknown:
+        raise ConfigError(f"mesh axes {unknown} are unknown; the mesh axes are {MESH_AXES}")
     shape = [int(sizes.get(a, 1)) for a in MESH_AXES]
     if sum(s == -1 for s in shape) > 1:
         raise ConfigError(f"mesh sizes {dict(zip(MESH_AXES, shape))}: at most one axis may be -1 (= the rest)")
     if any(s == 0 or s < -1 for s in shape):
         raise ConfigError(f"mesh sizes {dict(zip(MESH_AXES, shape))} must be positive or -1")
+    return shape
+
+
+def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> Tuple[int, ...]:
+    """Resolves `{"data": -1, "fsdp": 2, "tensor": 1}` (-1 = the rest) against the device count."""
+    shape = check_mesh_sizes(sizes)
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if num_devices % known:
@@ -135,14 +148,47 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
     return out
 
 
-def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
-    n = mesh.shape["data"] * mesh.shape["fsdp"]
+def check_batch_divisible(global_batch_size: int, shape: Sequence[int], process_count: int,
+                          field: str = "train.batch_size") -> None:
+    """Raises ConfigError unless the global batch splits evenly over data x fsdp of the mesh `shape`
+    (as `mesh_shape` returns it) and over the processes."""
+    n = int(shape[0]) * int(shape[1])
     if global_batch_size % n:
-        raise ConfigError(f"train.batch_size {global_batch_size} is not divisible by data x fsdp = {n} devices; "
-                         "choose a multiple of it")
-    if global_batch_size % jax.process_count():
-        raise ConfigError(f"train.batch_size {global_batch_size} is not divisible by the {jax.process_count()} "
-                         "processes")
+        raise ConfigError(f"{field} {global_batch_size} is not divisible by data x fsdp = {n} devices; "
+                          "choose a multiple of it")
+    if global_batch_size % process_count:
+        raise ConfigError(f"{field} {global_batch_size} is not divisible by the {process_count} processes")
+
+
+def process_rows(global_size: int, process_index: Optional[int] = None,
+                 process_count: Optional[int] = None) -> np.ndarray:
+    """int64 [global_size / P]: the rows of a global batch that process `process_index` of P loads (a
+    contiguous block, so that `global_batch` reassembles them in order). Defaults: this process, all."""
+    pi = jax.process_index() if process_index is None else int(process_index)
+    pc = jax.process_count() if process_count is None else int(process_count)
+    if pc < 1 or global_size % pc:
+        raise ConfigError(f"global batch {global_size} is not divisible by process_count={pc}; make the batch a "
+                          "multiple")
+    if not 0 <= pi < pc:
+        raise ConfigError(f"process_index={pi} is not in [0, {pc})")
+    per = global_size // pc
+    return np.arange(pi * per, (pi + 1) * per, dtype=np.int64)
+
+
+def process_slice(batch: Mapping[str, np.ndarray]) -> dict:
+    """This process's rows (`process_rows`) of every array of a global host batch."""
+    rows = process_rows(len(next(iter(batch.values()))))
+    return {k: np.asarray(v)[rows] for k, v in batch.items()}
+
+
+def jit_with_rules(fn: Callable, rules, **jit_kwargs) -> Callable:
+    """`jax.jit(fn, **jit_kwargs)` (in/out shardings, donation), traced under the logical-axis `rules` so the
+    model's `with_sharding_constraint`s on logical names resolve to mesh axes."""
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with nn.logical_axis_rules(rules):
+            return fn(*args)
+    return jax.jit(wrapped, **jit_kwargs)
 
 
 def maybe_initialize_distributed(cfg: Optional[Mapping[str, Any]] = None) -> bool:

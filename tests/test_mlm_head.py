@@ -78,14 +78,18 @@ def test_encoder_is_bit_identical_and_output_loads_in_transformers(fitted):
 
 
 def test_head_logits_equal_the_models_head(fitted):
+    """The MLM head applied alone (as fit_mlm_head trains it) on the encoder's output == Bert's MLM logits."""
     import jax
+    from jaxdistill.mlm_head import HEAD_KEYS
     from jaxdistill.models import Bert, hf
-    from jaxdistill.mlm_head import head_logits
+    from jaxdistill.models.bert import MlmHead
     _, _, r = fitted
     config, params = hf.load(r["out_dir"], with_pooler=False)
     ids = np.random.default_rng(0).integers(5, config.vocab_size, (2, 12)).astype(np.int32)
     full = Bert(config).apply({"params": params}, ids)
-    mine = head_logits(config, params, params["embeddings"]["word_embeddings"]["embedding"], full.last_hidden_state)
+    head = {k: params[k] for k in HEAD_KEYS}
+    mine = MlmHead(config).apply({"params": head}, full.last_hidden_state,
+                                 params["embeddings"]["word_embeddings"]["embedding"])
     np.testing.assert_allclose(np.asarray(mine), np.asarray(full.mlm_logits), rtol=1e-5, atol=1e-5)
     assert jax.numpy.abs(full.mlm_logits).max() > 1.0  # a fitted head, not a near-zero random one
 

@@ -23,6 +23,8 @@ Presets:
 Face BERT directory, or a hub id when online). See `jaxdistill.finetune.default_finetune_config` for every
 field. Expected results: where a paper reports them, they are in the distillation configs' docstrings.
 """
+import os
+
 from jaxdistill.configs import common
 
 PRESETS = ("pang_lee", "glue_cola", "glue_sst2", "glue_mrpc", "glue_qqp", "glue_stsb", "glue_mnli", "glue_qnli",

@@ -22,6 +22,7 @@ from jaxdistill.data import mlm
 from jaxdistill.data.corpus import CorpusSpec, open_corpus
 from jaxdistill.data.packing import PACK_MODES, Prepared, TokenizerInfo, load_tokenizer, prepare
 from jaxdistill.errors import ConfigError, CorpusError
+from jaxdistill.sharding import process_rows
 
 log = logging.getLogger(__name__)
 
@@ -109,20 +110,11 @@ class PretrainingData:
                     del self._perms[old]
             return p
 
-    def _rows(self, process_index: int, process_count: int) -> np.ndarray:
-        B, P = self.global_batch_size, int(process_count)
-        if P < 1 or B % P:
-            raise ConfigError(f"global batch {B} is not divisible by process_count={P}; make the batch a multiple")
-        if not 0 <= process_index < P:
-            raise ConfigError(f"process_index={process_index} is not in [0, {P})")
-        per = B // P
-        return np.arange(process_index * per, (process_index + 1) * per, dtype=np.int64)
-
     def sequence_indices(self, step: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
         """int64 [B/P]: the packed-sequence index (row of ``prepared.tokens``) of each example of the slice."""
         if step < 0:
             raise ConfigError(f"step must be >= 0, got {step}")
-        rows = self._rows(process_index, process_count)
+        rows = process_rows(self.global_batch_size, process_index, process_count)
         flat = np.int64(step) * self.global_batch_size + rows
         epoch, pos = np.divmod(flat, self.num_sequences)
         out = np.empty(len(rows), dtype=np.int64)
@@ -147,7 +139,7 @@ class PretrainingData:
 
     def batch(self, step: int, process_index: int = 0, process_count: int = 1) -> Dict[str, np.ndarray]:
         """The process's slice of global batch ``step``: int32 arrays [B/P, L] (see docs/contracts.md)."""
-        rows = self._rows(process_index, process_count)
+        rows = process_rows(self.global_batch_size, process_index, process_count)
         tokens, lengths = self._gather(self.sequence_indices(step, process_index, process_count))
         return self._assemble(tokens, lengths, rows, step, mlm.STREAM_TRAIN)
 
@@ -155,7 +147,7 @@ class PretrainingData:
                  end_step: Optional[int] = None) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
         """Yields ``(step, batch)`` from ``start_step`` (up to ``end_step``, exclusive, or forever); a background
         thread keeps ``prefetch`` batches ready. Closing the generator stops the thread."""
-        self._rows(process_index, process_count)  # validate now, not in the thread
+        process_rows(self.global_batch_size, process_index, process_count)  # validate now, not in the thread
         if prefetch <= 0:
             step = start_step
             while end_step is None or step < end_step:
@@ -221,22 +213,19 @@ def _num_proc(n: int) -> int:
     return int(n) if n and int(n) > 0 else 1
 
 
-def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size: int, *, vocab_size: int,
-                           max_positions: int) -> PretrainingData:
-    """Validates the data config, the tokenizer and the corpus (in that order, before any tokenization),
-    prepares or reuses the packed corpus, and returns the batch source.
+def check_data_config(data_cfg: Any, global_batch_size: int, max_positions: int) -> Dict[str, Any]:
+    """Validates the ``data`` section without reading the corpus; returns its parsed settings.
 
-    Args:
-      data_cfg: the ``data`` ConfigDict (see :func:`default_data_config`).
-      tokenizer_dir: the teacher's directory with its tokenizer files.
-      global_batch_size: sequences per step over all processes.
-      vocab_size: rows of the teacher's word embeddings (the tokenizer must not produce more ids).
-      max_positions: the teacher's ``max_position_embeddings`` (``seq_len`` must not exceed it).
+    Raises ConfigError naming the field for a ``seq_len`` outside 8..``max_positions`` (the models'
+    ``max_position_embeddings``), a batch below 1, an unknown ``pack`` mode, a negative ``frequency_smoothing``
+    or ``holdout_sequences``, bad masking probabilities, or a missing/ill-formed ``corpus`` spec. Returns
+    {"seq_len", "pack", "smoothing", "holdout", "probs" (mlm/mask/random probabilities), "whole_word",
+    "corpus" (a CorpusSpec)}.
     """
     seq_len = int(_get(data_cfg, "seq_len", 128))
     if seq_len > int(max_positions):
         raise ConfigError(f"data.seq_len={seq_len} is above the teacher's max_position_embeddings={max_positions}; "
-                         f"set data.seq_len <= {max_positions}")
+                          f"set data.seq_len <= {max_positions}")
     if seq_len < 8:
         raise ConfigError(f"data.seq_len={seq_len} is too short for BERT sequences; use at least 8")
     if int(global_batch_size) < 1:
@@ -253,15 +242,32 @@ def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size:
     probs = dict(mlm_probability=float(_get(data_cfg, "mlm_probability", 0.15)),
                  mask_replace=float(_get(data_cfg, "mask_replace", 0.8)),
                  random_replace=float(_get(data_cfg, "random_replace", 0.1)))
-    whole_word = bool(_get(data_cfg, "whole_word_mask", False))
     mlm.MaskingSpec(special=np.zeros(1, bool), mask_id=0, random_ids=np.zeros(1, np.int32), **probs)  # validates
-
-    tok = load_tokenizer(tokenizer_dir, vocab_size=vocab_size)
     spec_cfg = _get(data_cfg, "corpus", None)
     if spec_cfg is None:
         raise ConfigError("data.corpus is not set; see jaxdistill.data.default_data_config()")
+    return dict(seq_len=seq_len, pack=pack, smoothing=smoothing, holdout=holdout, probs=probs,
+                whole_word=bool(_get(data_cfg, "whole_word_mask", False)), corpus=CorpusSpec.from_config(spec_cfg))
+
+
+def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size: int, *, vocab_size: int,
+                           max_positions: int) -> PretrainingData:
+    """Validates the data config (`check_data_config`), the tokenizer and the corpus (in that order, before
+    any tokenization), prepares or reuses the packed corpus, and returns the batch source.
+
+    Args:
+      data_cfg: the ``data`` ConfigDict (see :func:`default_data_config`).
+      tokenizer_dir: the teacher's directory with its tokenizer files.
+      global_batch_size: sequences per step over all processes.
+      vocab_size: rows of the teacher's word embeddings (the tokenizer must not produce more ids).
+      max_positions: the models' ``max_position_embeddings`` (``seq_len`` must not exceed it).
+    """
+    checked = check_data_config(data_cfg, global_batch_size, max_positions)
+    seq_len, pack, smoothing, holdout, probs, whole_word = (
+        checked[k] for k in ("seq_len", "pack", "smoothing", "holdout", "probs", "whole_word"))
+    tok = load_tokenizer(tokenizer_dir, vocab_size=vocab_size)
     cache_dir = os.path.expanduser(str(_get(data_cfg, "cache_dir", DEFAULT_CACHE_DIR) or DEFAULT_CACHE_DIR))
-    corpus = open_corpus(CorpusSpec.from_config(spec_cfg), cache_dir)
+    corpus = open_corpus(checked["corpus"], cache_dir)
 
     prepared = prepare(corpus, tok, seq_len, cache_dir, pack=pack, num_proc=_num_proc(_get(data_cfg, "num_proc", 0)),
                        progress=bool(_get(data_cfg, "progress", True)))

@@ -81,8 +81,8 @@ class BertConfig:
             problems.append(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                 f"{self.num_attention_heads}; set head_dim explicitly or change one of them")
-        if self.hidden_act not in _ACTIVATIONS:
-            problems.append(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+        if self.hidden_act not in ACTIVATIONS:
+            problems.append(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
         if problems:
             raise ConfigError("invalid BertConfig: " + "; ".join(problems))
 
@@ -133,7 +133,7 @@ def _gelu_exact(x):
     return jax.nn.gelu(x, approximate=False)
 
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": _gelu_exact,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
@@ -288,7 +288,7 @@ class Layer(nn.Module):
         h, inter = SelfAttention(cfg, name="attention")(x, key_bias, hidden_mask, head_mask, deterministic)
         f = nn.Dense(cfg.intermediate_size, dtype=dt, param_dtype=pdt, name="intermediate",
                      kernel_init=_dense_init(cfg, ("embed", "mlp")), bias_init=_zeros(("mlp",)))(h)
-        f = _gate(_ACTIVATIONS[cfg.hidden_act](f), ffn_mask)
+        f = _gate(ACTIVATIONS[cfg.hidden_act](f), ffn_mask)
         f = _constrain(f, ("batch", "length", "mlp"))
         f = nn.Dense(cfg.hidden_size, dtype=dt, param_dtype=pdt, name="output",
                      kernel_init=_dense_init(cfg, ("mlp", "embed")), bias_init=_zeros(("embed",)))(f)
@@ -296,6 +296,28 @@ class Layer(nn.Module):
         f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
         out = LayerNorm(cfg, name="LayerNorm")(f + h, hidden_mask)
         return out, inter
+
+
+class MlmHead(nn.Module):
+    """The MLM head: dense d -> d, activation, LayerNorm (statistics over kept hidden dims), then the decoder
+    tied to the word embeddings plus an output bias. Parameters: "mlm_transform" {"kernel" [d, d], "bias"
+    [d]}, "mlm_LayerNorm" {"scale", "bias"} [d], "mlm_bias" [V] (inside `Bert` they sit at the top of its
+    parameter tree).
+
+    `__call__(hidden [..., d], word_embeddings [V, d], hidden_mask [d] or None) -> logits [..., V]`.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, hidden, word_embeddings, hidden_mask=None):
+        cfg = self.config
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        t = nn.Dense(cfg.hidden_size, dtype=dt, param_dtype=pdt, name="mlm_transform",
+                     kernel_init=_dense_init(cfg, ("embed", "embed_out")), bias_init=_zeros(("embed_out",)))(hidden)
+        t = LayerNorm(cfg, name="mlm_LayerNorm")(ACTIVATIONS[cfg.hidden_act](t), hidden_mask)
+        out_bias = self.param("mlm_bias", _zeros(("vocab",)), (cfg.vocab_size,), pdt)
+        return jnp.dot(t.astype(dt), jnp.asarray(word_embeddings).astype(dt).T) + out_bias.astype(dt)
 
 
 class Bert(nn.Module):
@@ -345,13 +367,9 @@ class Bert(nn.Module):
                               bias_init=_zeros(("embed_out",)))(x[:, 0])
             pooled = _gate(jnp.tanh(pooled), hidden_mask)
         if cfg.with_mlm_head:
-            t = nn.Dense(cfg.hidden_size, dtype=dt, param_dtype=pdt, name="mlm_transform",
-                         kernel_init=_dense_init(cfg, ("embed", "embed_out")),
-                         bias_init=_zeros(("embed_out",)))(x)
-            t = LayerNorm(cfg, name="mlm_LayerNorm")(_ACTIVATIONS[cfg.hidden_act](t), hidden_mask)
-            out_bias = self.param("mlm_bias", _zeros(("vocab",)), (cfg.vocab_size,), pdt)
-            mlm_logits = word_embed.attend(t) + out_bias.astype(dt)
-            mlm_logits = _constrain(mlm_logits, ("batch", "length", "vocab"))
+            head = MlmHead(cfg, name="mlm_head")
+            nn.share_scope(self, head)  # its parameters sit at the top of Bert's tree, as in Hugging Face's
+            mlm_logits = _constrain(head(x, word_embed.embedding, hidden_mask), ("batch", "length", "vocab"))
         if cfg.num_labels:
             if pooled is None:
                 raise ConfigError("a classification head (num_labels > 0) needs with_pooler=True")

@@ -144,13 +144,18 @@ def params_from_hf_tensors(config: BertConfig, tensors: Mapping[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------------- load
-def _resolve(path_or_id: str) -> str:
+def looks_like_hub_id(path: str) -> bool:
+    """`name` or `org/name` that is not a local path (no leading ./, /, ~; nothing of that name exists)."""
+    return path.count("/") <= 1 and not path.startswith((".", "/", "~")) and not os.path.exists(path)
+
+
+def resolve_path(path_or_id: str) -> str:
+    """A local model directory for `path_or_id`: the directory itself, or a hub id's snapshot when online."""
     if os.path.isdir(path_or_id):
         return path_or_id
     if os.path.exists(path_or_id):
         raise CheckpointError(f"{path_or_id!r} is a file; pass the directory that holds config.json")
-    looks_like_id = path_or_id.count("/") <= 1 and not path_or_id.startswith((".", "/", "~"))
-    if not looks_like_id:
+    if not looks_like_hub_id(path_or_id):
         raise CheckpointError(f"checkpoint directory {path_or_id!r} does not exist")
     try:
         from huggingface_hub import snapshot_download
@@ -212,7 +217,7 @@ def load(path_or_id: str, *, with_mlm_head: bool = True, with_pooler: bool = Tru
     A checkpoint without `cls.predictions.*` gets a fresh MLM head (transform and bias from `seed`, decoder
     tied to the word embeddings) when `with_mlm_head`; a missing pooler likewise. Both are logged.
     """
-    directory = _resolve(path_or_id)
+    directory = resolve_path(path_or_id)
     overrides = dict(config_overrides)
     if num_labels is not None:
         overrides["num_labels"] = num_labels
@@ -234,7 +239,8 @@ def load(path_or_id: str, *, with_mlm_head: bool = True, with_pooler: bool = Tru
 
 
 # ----------------------------------------------------------------------------------------------- export
-def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+def check_out_dir(out_dir: str, overwrite: bool) -> None:
+    """Raises OutputExistsError when `out_dir` is a file, or a non-empty directory and not `overwrite`."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExistsError(f"export target {out_dir!r} exists and is not a directory")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
@@ -252,7 +258,7 @@ def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenize
     (which has no pooler, so the pooler is left out); a classifier as `BertForSequenceClassification`;
     otherwise `BertModel`. Tokenizer files are copied from `tokenizer_from` when given.
     """
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     from safetensors.numpy import save_file
 
     tensors = _hf_tensors(config, params)

@@ -1,0 +1,165 @@
+"""A distillation config, validated once into an `Experiment`: everything a run needs to know before it loads.
+
+`resolve(config)` checks every section (train, teacher and student shapes, recipe and layer maps, pruning
+targets, data, mesh and batch divisibility, sharding rules, export) without loading weights or reading the
+corpus, and raises the first problem as a `ConfigError` (exit 2) naming the field and the fix, or a
+`ModelError`/`FileNotFoundError` (exit 3) for a teacher that is not there. `jaxdistill distill --dry-run`,
+`train.build_run` and `train.train_and_evaluate` all take the `Experiment` it returns, so no check runs twice
+and none is written twice: each section's checks live in the module that owns it (`optimizer`,
+`layer_map`, `objectives`, `pruning`, `data`, `sharding`), and this module only composes them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+
+from jaxdistill import layer_map, objectives, pruning
+from jaxdistill import sharding as shard_lib
+from jaxdistill.data import check_data_config
+from jaxdistill.errors import ConfigError
+from jaxdistill.models import BertConfig, hf
+from jaxdistill.optimizer import OptimizerConfig
+
+DTYPES = ("float32", "bfloat16", "float16")
+STUDENT_INITS = ("copy", "layers", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A validated distillation config (see the module docstring); build it with `resolve(config)`.
+
+    teacher_config / student_config: the models as the run builds them (compute dtype and remat applied).
+    teacher_source: where the teacher's shape came from (for messages). student_init: "copy", "layers" or
+    "random"; student_layers: the copied teacher layers for "layers". recipe: the built `objectives.Recipe`.
+    pruning: a `pruning.PruningConfig`, or None when nothing is pruned. data: `data.check_data_config`'s
+    parsed settings. optimizer: the `OptimizerConfig`. mesh_sizes: the config's axis sizes (-1 = the rest);
+    mesh_shape: resolved against `num_devices` when that was given, else None. rules: the logical-axis
+    rules. tokenizer_dir, export_dir (None: no export; relative to the workdir unless absolute),
+    export_overwrite.
+    """
+
+    config: Any
+    teacher_config: BertConfig
+    teacher_source: str
+    student_config: BertConfig
+    student_init: str
+    student_layers: Tuple[int, ...]
+    recipe: Any
+    pruning: Optional[pruning.PruningConfig]
+    data: dict
+    optimizer: OptimizerConfig
+    mesh_sizes: dict
+    mesh_shape: Optional[Tuple[int, ...]]
+    rules: Any
+    tokenizer_dir: str
+    export_dir: Optional[str]
+    export_overwrite: bool
+
+    @property
+    def steps(self) -> int:
+        return self.optimizer.steps
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.config.train.batch_size)
+
+    def describe(self) -> str:
+        """One line for logs and --dry-run."""
+        s = self.student_config
+        line = (f"teacher {self.teacher_source}; student ({self.student_init}) {s.num_hidden_layers} layers, hidden "
+                f"{s.hidden_size}; recipe {self.recipe.name} ({', '.join(self.recipe.terms)})")
+        if self.pruning is not None:
+            w = self.pruning.final_widths()
+            line += (f"; pruned to hidden {w['hidden']}, {w['heads']} heads x {w['head_dim']}, FFN {w['ffn']} "
+                     f"by step {self.pruning.prune_end}")
+        return line
+
+
+def check_train_section(t) -> None:
+    """The `train` fields the optimizer does not own: positive counts, accumulation, dtype."""
+    problems = []
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        if int(t.get(name, 1)) <= 0:
+            problems.append(f"train.{name} must be positive (got {t.get(name)})")
+    accum = int(t.get("accum_steps", 1))
+    if accum <= 0 or int(t.batch_size) % accum:
+        problems.append(f"train.accum_steps {accum} must be positive and divide train.batch_size {t.batch_size}")
+    if t.get("dtype", "float32") not in DTYPES:
+        problems.append(f"train.dtype {t.get('dtype')!r} is not one of {', '.join(DTYPES)}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def teacher_config_of(path: str) -> Tuple[BertConfig, str]:
+    """The teacher's BertConfig without loading weights, and where it came from.
+
+    A local directory -> its config.json; a hub id not present locally -> `BertConfig()` (the bert-base
+    shape, which the paper presets use); a missing local path -> FileNotFoundError.
+    """
+    if not path:
+        raise ConfigError("teacher.path is empty: give a Hugging Face BERT directory (or hub id when online)")
+    if os.path.isdir(path):
+        return hf.load_config(path, with_mlm_head=True, with_pooler=True), path
+    if hf.looks_like_hub_id(path):
+        return BertConfig(), f"{path} (hub id; validated against the bert-base shape)"
+    raise FileNotFoundError(f"teacher directory {path!r} does not exist; set --config.teacher.path to a Hugging "
+                            "Face BERT directory (config.json + model.safetensors) or a hub id when online")
+
+
+def student_config_of(teacher: BertConfig, student_section) -> Tuple[BertConfig, str, Tuple[int, ...]]:
+    """(student config, init, copied layers) from the `student` section: "copy" (the teacher, exactly),
+    "layers" (the teacher layers `student.layers`, 0-based) or "random" (the teacher's config with
+    `student.overrides`)."""
+    init = student_section.get("init", "copy")
+    overrides = dict(student_section.get("overrides", None) or {})
+    if init not in STUDENT_INITS:
+        raise ConfigError(f"student.init {init!r} is not one of {', '.join(map(repr, STUDENT_INITS))}")
+    if init == "layers":
+        layers = tuple(int(i) for i in (student_section.get("layers", ()) or ()))
+        return layer_map.student_config_from_layers(teacher, layers, **overrides), init, layers
+    return teacher.replace(**overrides), init, ()
+
+
+def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -> Experiment:
+    """Validates a distillation config into an `Experiment` (see the module docstring).
+
+    num_devices / process_count: when given, the mesh is resolved against them and the global batch is
+    checked to split over data x fsdp and over the processes (the engine passes its real device count;
+    --dry-run on a laptop for a pod config leaves it None and checks only the mesh's form).
+    """
+    t = config.train
+    check_train_section(t)
+    optimizer = OptimizerConfig.from_section(t)
+    dtype, remat = str(t.get("dtype", "float32")), bool(t.get("remat", False))
+    teacher, source = teacher_config_of(str(config.teacher.get("path") or ""))
+    teacher = teacher.replace(dtype=dtype, remat=False)
+    student, init, layers = student_config_of(teacher, config.student)
+    student = student.replace(remat=remat)
+    recipe = objectives.build_recipe(config.recipe, teacher, student)
+    pcfg = None
+    if config.get("pruning") and config.pruning.get("enabled", False):
+        pcfg = pruning.PruningConfig.from_config(config.pruning, student, optimizer.steps)
+    data = check_data_config(config.data, int(t.batch_size),
+                             min(teacher.max_position_embeddings, student.max_position_embeddings))
+    sizes = dict(config.get("mesh", {}) or {})
+    shard_lib.check_mesh_sizes(sizes)
+    shape = None
+    if num_devices is not None:
+        shape = shard_lib.mesh_shape(sizes, num_devices)
+        shard_lib.check_batch_divisible(int(t.batch_size), shape, process_count)
+    rules = shard_lib.rules_from_config(config.get("sharding_rules"))
+    export = config.get("export") or {}
+    export_dir = str(export.get("dir", "export")) if export.get("enabled", True) else None
+    return Experiment(config=config, teacher_config=teacher, teacher_source=source, student_config=student,
+                      student_init=init, student_layers=layers, recipe=recipe, pruning=pcfg, data=data,
+                      optimizer=optimizer, mesh_sizes=sizes, mesh_shape=shape, rules=rules,
+                      tokenizer_dir=str(config.teacher.get("tokenizer") or "") or str(config.teacher.path),
+                      export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)))
+
+
+def resolve_here(config) -> Experiment:
+    """`resolve` against this machine's devices and processes (what the engine runs on)."""
+    return resolve(config, num_devices=jax.device_count(), process_count=jax.process_count())

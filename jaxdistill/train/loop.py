@@ -1,0 +1,271 @@
+"""The distillation run: `build_run(experiment)` places everything on the mesh; `train_and_evaluate` loops.
+
+`train_and_evaluate(config, workdir)` resumes from the newest readable checkpoint in `workdir`, saves on a
+cadence and on preemption (SIGTERM: save, return status "preempted"), stops with `NonFiniteError` on a
+NaN/inf loss before anything non-finite is saved, logs every loss term, the held-out teacher-student KL,
+remaining widths, throughput and MFU, and exports the (compacted) student at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Union
+
+import jax
+import numpy as np
+
+from jaxdistill import checkpoint as ckpt_lib
+from jaxdistill import metrics as metrics_lib
+from jaxdistill import pruning
+from jaxdistill import sharding as shard_lib
+from jaxdistill.data import build_pretraining_data
+from jaxdistill.errors import OutputExistsError
+from jaxdistill.experiment import Experiment, resolve
+from jaxdistill.models import logical_axes
+from jaxdistill.optimizer import make_lr_schedule, make_optimizer
+from jaxdistill.train.export import export_student
+from jaxdistill.train.models import load_models
+from jaxdistill.train.state import TrainState, abstract_like, create_state, put_global, to_host
+from jaxdistill.train.step import Placement, StepFns, build_step_fns
+
+log = logging.getLogger(__name__)
+
+NONFINITE_ADVICE = ("Nothing from this step on was saved; the last good checkpoint is kept. Lower train.lr, "
+                    "enable train.grad_clip, or check the data.")
+
+
+@dataclasses.dataclass
+class Run:
+    """A distillation run, built and placed on its mesh: what `train_and_evaluate` loops over.
+
+    `state` is replaced on every `step`; the jitted functions in `fns` are compiled on first use.
+    """
+
+    experiment: Experiment
+    data: Any
+    placement: Placement
+    fns: StepFns
+    state: TrainState
+    teacher_params: Any
+    host_step: int = 0  # steps completed, tracked on the host so the loop never waits on the device
+
+    @property
+    def mesh(self):
+        return self.placement.mesh
+
+    @property
+    def teacher_config(self):
+        return self.experiment.teacher_config
+
+    @property
+    def student_config(self):
+        return self.experiment.student_config
+
+    @property
+    def pruning_config(self):
+        return self.experiment.pruning
+
+    @property
+    def recipe(self):
+        return self.experiment.recipe
+
+    @property
+    def tokenizer_dir(self):
+        return self.experiment.tokenizer_dir
+
+    def global_batch(self, local_batch):
+        """This process's slice of a batch -> global arrays sharded over (data, fsdp)."""
+        return shard_lib.global_batch(local_batch, self.mesh)
+
+    def step(self, local_batch):
+        """One distill step on this process's slice of the batch, then the prune update on its cadence."""
+        self.state, metrics = self.fns.distill_step(self.state, self.teacher_params, self.global_batch(local_batch))
+        self.host_step += 1
+        if self.fns.prune_step is not None and bool(pruning.on_cadence(self.host_step, self.pruning_config)):
+            self.state = self.fns.prune_step(self.state)
+        return metrics
+
+    def evaluate(self, num_batches: int, batch_size: int) -> dict:
+        """Held-out metrics (eval/kl: teacher-student KL on MLM predictions) averaged over batches."""
+        scores = []
+        for i in range(num_batches):
+            local = shard_lib.process_slice(self.data.eval_batch(i, batch_size))
+            scores.append(jax.device_get(self.fns.eval_step(self.state, self.teacher_params,
+                                                            self.global_batch(local))))
+        return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
+def build_run(config_or_experiment: Union[Any, Experiment], devices=None) -> Run:
+    """Loads teacher and student, builds the data, mesh, sharded TrainState and the jitted step functions.
+
+    Takes a config (resolved here against `devices`, default all) or an already resolved `Experiment`.
+    """
+    devices = list(devices) if devices is not None else jax.devices()
+    exp = config_or_experiment
+    if not isinstance(exp, Experiment) or exp.mesh_shape is None:
+        exp = resolve(exp.config if isinstance(exp, Experiment) else exp, num_devices=len(devices),
+                      process_count=jax.process_count())
+    t = exp.config.train
+    teacher_params, student_params = load_models(exp)
+    data = build_pretraining_data(exp.config.data, exp.tokenizer_dir, exp.batch_size,
+                                  vocab_size=exp.teacher_config.vocab_size,
+                                  max_positions=min(exp.teacher_config.max_position_embeddings,
+                                                    exp.student_config.max_position_embeddings))
+    mesh = shard_lib.make_mesh(exp.mesh_sizes, devices=devices)
+    tx = make_optimizer(exp.optimizer)
+    projections = jax.tree.map(np.asarray, exp.recipe.init_projections(jax.random.PRNGKey(int(t.seed) + 1)))
+    state, state_sh = create_state(exp.student_config, student_params, tx, mesh, exp.rules, int(t.seed),
+                                   projections=projections, pruning_config=exp.pruning)
+    teacher_sh = shard_lib.logical_to_shardings(logical_axes(exp.teacher_config), teacher_params, mesh, exp.rules)
+    placement = Placement(mesh, exp.rules, state_sh, teacher_sh)
+    debug = exp.config.get("debug") or {}
+    fns = build_step_fns(exp.teacher_config, exp.student_config, exp.recipe, tx, exp.pruning, placement,
+                         accum_steps=int(t.get("accum_steps", 1)), dropout=bool(t.get("dropout", True)),
+                         nan_at_step=debug.get("nan_at_step"))
+    return Run(exp, data, placement, fns, state, put_global(teacher_params, teacher_sh))
+
+
+def log_scalars(run: Run, window: list, meter: metrics_lib.Throughput, done: int, lr_at) -> dict:
+    """The log line's scalars: the means of every metric over `window` (the steps since the last log),
+    remaining widths, lr, tokens/s, TFLOP/s and MFU (the student counted at its effective width)."""
+    keys = window[-1].keys()
+    scalars = {k: float(np.mean([float(m[k]) for m in window])) for k in keys}
+    widths = pruning.remaining_widths(jax.device_get(run.state.masks)) if run.pruning_config else None
+    exp = run.experiment
+    seq_len = int(exp.data["seq_len"])
+    flops = metrics_lib.distill_step_flops(exp.teacher_config, exp.student_config, exp.batch_size, seq_len, widths)
+    scalars.update(meter.update(len(window), exp.batch_size * seq_len, flops))
+    scalars["train/lr"] = float(lr_at(done - 1))
+    if widths:
+        scalars.update({"width/hidden": widths["hidden"], "width/ffn": float(np.mean(widths["ffn"])),
+                        "width/attn": float(np.mean(widths["head_dims"]))})
+    return scalars
+
+
+def fetch_checked(pending: list) -> list:
+    """Fetches the pending (step, metrics) pairs and raises NonFiniteError at the first non-finite one."""
+    if not pending:
+        return []
+    fetched = jax.device_get([m for _, m in pending])
+    for (step, _), m in zip(pending, fetched):
+        metrics_lib.check_finite(step, m, NONFINITE_ADVICE)
+    return fetched
+
+
+def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: str) -> dict:
+    """Runs (or resumes) the distillation in `workdir`; returns a summary dict.
+
+    Resumes from the newest readable checkpoint in `<workdir>/checkpoints`; saves every
+    `train.checkpoint_every` steps, at the end and on preemption; writes `metrics.jsonl` and TensorBoard
+    events; exports the (compacted) student to `<workdir>/<export.dir>`. Returns {"status": "completed" |
+    "preempted" | "already_complete", "step", "workdir", "metrics" (the last logged scalars), and after an
+    export "export_dir", "export_format", and for a pruned student "widths", "params"}.
+    """
+    exp = config_or_experiment
+    if not isinstance(exp, Experiment) or exp.mesh_shape is None:
+        config = exp.config if isinstance(exp, Experiment) else exp
+        shard_lib.maybe_initialize_distributed(config.get("multihost"))
+        exp = resolve(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    config = exp.config
+    workdir = os.path.abspath(workdir)
+    config_dict = config.to_dict()
+    ckpt_lib.check_compatible(workdir, config_dict)
+    t = config.train
+    total = exp.steps
+    export_dir = None if exp.export_dir is None else os.path.join(workdir, exp.export_dir)
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         keep=int(t.get("keep_checkpoints", 3)),
+                                         async_save=bool(t.get("async_checkpoint", True)))
+    if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) and not exp.export_overwrite:
+        if checkpointer.steps() and checkpointer.steps()[-1] >= total:
+            log.info("%s already holds a finished run (step %d) and its export; nothing to do", workdir, total)
+            return {"status": "already_complete", "step": checkpointer.steps()[-1], "workdir": workdir,
+                    "export_dir": export_dir, "metrics": {}}
+        raise OutputExistsError(
+            f"export directory {export_dir!r} already holds files from an earlier run; pass "
+            "--config.export.overwrite=True to replace them, or set --config.export.dir to a new place")
+
+    run = build_run(exp)
+    restored = checkpointer.restore_latest(abstract_like(run.state, run.placement.state_shardings))
+    start = 0
+    if restored is not None:
+        start, run.state, _ = restored
+        run.host_step = start
+        log.info("resumed from step %d in %s", start, checkpointer.directory)
+    ckpt_lib.write_config(workdir, config_dict)
+    status, done, last = loop(run, checkpointer, workdir, start)
+    summary = {"status": status, "step": done, "workdir": workdir, "metrics": last}
+    checkpointer.close()
+    if status != "completed":
+        return summary
+    masks = to_host(run.state.masks) if run.pruning_config is not None else {}
+    student = to_host(run.state.student)
+    if masks:
+        summary["widths"] = pruning.remaining_widths(masks)
+        summary["params"] = pruning.count_params(run.student_config, masks)
+    if export_dir and jax.process_index() == 0:
+        result = export_student(run.student_config, student, masks, export_dir, run.experiment.tokenizer_dir,
+                                overwrite=exp.export_overwrite)
+        summary.update(export_format=result["format"], export_dir=export_dir)
+    return summary
+
+
+def loop(run: Run, checkpointer, workdir: str, start: int):
+    """The train loop from step `start`: returns (status, steps done, the last logged scalars)."""
+    exp, config = run.experiment, run.experiment.config
+    t, total = config.train, exp.steps
+    metrics_cfg = config.get("metrics") or {}
+    writer = metrics_lib.MetricWriter(workdir, total, start, tensorboard=metrics_cfg.get("tensorboard", True),
+                                      progress=metrics_cfg.get("progress", True))
+    meter = metrics_lib.Throughput(metrics_lib.device_peak_flops(override=metrics_cfg.get("peak_flops")),
+                                   jax.device_count())
+    watcher = ckpt_lib.PreemptionWatcher()
+    log_every, ckpt_every = int(t.log_every), int(t.checkpoint_every)
+    eval_every, eval_batches = int(t.get("eval_every", 0) or 0), int(t.get("eval_batches", 2))
+    lr_at = make_lr_schedule(exp.optimizer)
+    pending, window, status, last, done = [], [], "completed", {}, start
+    try:
+        if start == 0 and eval_every:
+            writer.write(0, run.evaluate(eval_batches, exp.batch_size))
+        meter.reset()
+        for step, local in run.data.iterator(start, jax.process_index(), jax.process_count()):
+            if step >= total:
+                break
+            pending.append((step + 1, run.step(local)))
+            done = step + 1
+            is_log = done % log_every == 0 or done == total
+            is_ckpt = done % ckpt_every == 0 or done == total
+            is_eval = bool(eval_every) and (done % eval_every == 0 or done == total)
+            stop = watcher.should_stop(done)
+            if not (is_log or is_ckpt or is_eval or stop):
+                continue
+            window += fetch_checked(pending)
+            pending = []
+            evaluated = {}
+            if is_eval:
+                t_eval = time.perf_counter()
+                evaluated = run.evaluate(eval_batches, exp.batch_size)
+                meter.exclude(time.perf_counter() - t_eval)
+            if is_log:
+                last = dict(log_scalars(run, window, meter, done, lr_at), **evaluated)
+                writer.write(done, last)
+                window = []
+                meter.reset()
+            elif evaluated:
+                writer.write(done, evaluated)
+                last = dict(last, **evaluated)
+            writer.advance(done)
+            if is_ckpt or stop:
+                checkpointer.save(done, run.state, {"step": int(done), "data_seed": int(config.data.seed)},
+                                  force=stop)
+            if stop and done < total:
+                status = "preempted"
+                log.warning("preemption: saved step %d; relaunch the same command to resume", done)
+                break
+    finally:
+        checkpointer.wait()
+        watcher.close()
+        writer.close()
+    return status, done, last
