@@ -78,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="run directory (created; resumed when it holds a run)")
     p.add_argument("--dry-run", action="store_true", help="load and validate the config, print it, and exit")
 
+    p = add("prepare-data", "tokenize and pack a distillation config's corpus into its cache, and exit", """
+        Prepares the packed corpus of a distillation config (data.cache_dir), as `distill` would before
+        training, and nothing else: run it as a CPU job ahead of the TPU job. With several processes
+        (launch/local_multihost.sh, a pod) each process packs its share of the shards of one shared cache.
+        """, """
+        example:
+          jaxdistill prepare-data --config homodistil:smoke --config.data.cache_dir=/data/cache
+        """)
+    p.add_argument("--config", required=True, metavar="FILE.py[:PRESET]", help="experiment config and preset")
+
     p = add("export", "export the student of a distill WORKDIR as a model directory", """
         Restores the newest checkpoint of a distillation run (or --step), compacts the pruned student and
         writes it to OUT as a Hugging Face BERT directory (or jaxdistill's own format when its shapes need it),
@@ -236,6 +246,21 @@ def cmd_distill(args, overrides) -> int:
     return EXIT_OK
 
 
+def cmd_prepare_data(args, overrides) -> int:
+    from jaxdistill import config_loader, sharding
+    from jaxdistill.experiment import resolve
+    from jaxdistill.train import prepare_data
+
+    config = config_loader.load_config(args.config, overrides)
+    sharding.maybe_initialize_distributed(config.get("multihost"))
+    data = prepare_data(resolve(config))
+    if _is_main_process():
+        m = data.prepared.manifest
+        print(f"prepared: {m['num_documents']} documents, {m['num_tokens']} tokens, {m['num_sequences']} sequences "
+              f"of {m['seq_len']} in {m['num_shards']} shard(s): {data.prepared.path}", flush=True)
+    return EXIT_OK
+
+
 def cmd_export(args, overrides) -> int:
     if overrides:
         raise UsageError("export takes no --config.* overrides")
@@ -332,8 +357,8 @@ def cmd_demo(args, overrides) -> int:
     return int(demo.run_demo(args.workdir, quick=args.quick))
 
 
-COMMANDS = {"distill": cmd_distill, "export": cmd_export, "finetune": cmd_finetune, "evaluate": cmd_evaluate,
-            "fit-mlm-head": cmd_fit_mlm_head, "demo": cmd_demo}
+COMMANDS = {"distill": cmd_distill, "prepare-data": cmd_prepare_data, "export": cmd_export,
+            "finetune": cmd_finetune, "evaluate": cmd_evaluate, "fit-mlm-head": cmd_fit_mlm_head, "demo": cmd_demo}
 
 
 # ------------------------------------------------------------------------------------------------- main

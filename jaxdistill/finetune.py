@@ -31,6 +31,7 @@ import optax
 
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import sharding as shard_lib
+from jaxdistill.hosts import process_rows
 from jaxdistill.models import Bert, BertConfig, hf
 from jaxdistill.optimizer import OptimizerConfig, make_lr_schedule, make_optimizer
 from jaxdistill.train.state import create_state, to_host
@@ -326,7 +327,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
                                       progress=bool(config.get("progress", True)), desc="finetune")
     log.info("finetune: %s on %s (%d train / %d validation examples, %d labels), %d steps at batch %d",
              model_path, task.name, n_train, task.validation["input_ids"].shape[0], task.num_labels, total, B)
-    local_rows = shard_lib.process_rows(B)
+    local_rows = process_rows(B)
     eval_every, log_every = int(config.get("eval_every", 0) or 0), int(config.log_every)
     history, pending, final, eval_time = [], [], {}, 0.0
     t_start = time.perf_counter()

@@ -160,27 +160,6 @@ def check_batch_divisible(global_batch_size: int, shape: Sequence[int], process_
         raise ConfigError(f"{field} {global_batch_size} is not divisible by the {process_count} processes")
 
 
-def process_rows(global_size: int, process_index: Optional[int] = None,
-                 process_count: Optional[int] = None) -> np.ndarray:
-    """int64 [global_size / P]: the rows of a global batch that process `process_index` of P loads (a
-    contiguous block, so that `global_batch` reassembles them in order). Defaults: this process, all."""
-    pi = jax.process_index() if process_index is None else int(process_index)
-    pc = jax.process_count() if process_count is None else int(process_count)
-    if pc < 1 or global_size % pc:
-        raise ConfigError(f"global batch {global_size} is not divisible by process_count={pc}; make the batch a "
-                          "multiple")
-    if not 0 <= pi < pc:
-        raise ConfigError(f"process_index={pi} is not in [0, {pc})")
-    per = global_size // pc
-    return np.arange(pi * per, (pi + 1) * per, dtype=np.int64)
-
-
-def process_slice(batch: Mapping[str, np.ndarray]) -> dict:
-    """This process's rows (`process_rows`) of every array of a global host batch."""
-    rows = process_rows(len(next(iter(batch.values()))))
-    return {k: np.asarray(v)[rows] for k, v in batch.items()}
-
-
 def jit_with_rules(fn: Callable, rules, **jit_kwargs) -> Callable:
     """`jax.jit(fn, **jit_kwargs)` (in/out shardings, donation), traced under the logical-axis `rules` so the
     model's `with_sharding_constraint`s on logical names resolve to mesh axes."""

@@ -195,10 +195,16 @@ def test_local_multihost_two_processes_match_one(env, tmp_path):
         e.pop("XLA_FLAGS", None)
         r = subprocess.run(["bash", script, str(n), "distill", "--config", SMOKE, "--workdir", str(work),
                             *tiny_overrides(env, **{"train.steps": 4, "train.checkpoint_every": 4,
-                                                    "train.log_every": 1, "mesh.data": 4})],
+                                                    "train.log_every": 1, "mesh.data": 4,
+                                                    "data.cache_dir": tmp_path / f"cache{n}",
+                                                    "data.docs_per_shard": 10})],
                            capture_output=True, text=True, cwd=ROOT, env=e, timeout=450)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "[0] status: completed" in r.stdout
+        # the corpus (60 documents, 6 shards) is tokenized once: each process packs half of it
+        tokenized = sorted(line.split("] ")[0] + "] " + line.split(" tokenized ")[1].split(" (")[0]
+                           for line in r.stdout.splitlines() if " tokenized " in line)
+        assert tokenized == ([f"[{i}] 30 of 60 documents" for i in range(2)] if n == 2 else ["[0] 60 of 60 documents"])
         if n == 2:
             assert "[1] " in r.stdout and "[1] status:" not in r.stdout  # only process 0 reports
         losses = [json.loads(line)["loss"] for line in open(work / "metrics.jsonl") if '"loss"' in line]
@@ -233,3 +239,21 @@ def test_fit_mlm_head(env, capsys):
     assert code == 2 and "jaxdistill: error:" in err
     code, _, err = run_cli(capsys, *argv[:-2], "--steps", 0)
     assert code == 2 and "--steps must be positive" in err
+
+
+def test_prepare_data_packs_the_corpus_that_distill_then_reuses(env, capsys, tmp_path, monkeypatch):
+    cache = tmp_path / "prep-cache"
+    overrides = tiny_overrides(env, **{"data.cache_dir": cache, "data.docs_per_shard": 16})
+    code, out, err = run_cli(capsys, "prepare-data", "--config", SMOKE, *overrides)
+    assert code == 0, err
+    assert "prepared: 60 documents" in out and "in 4 shard(s)" in out
+    from jaxdistill import config_loader
+    from jaxdistill.data import packing
+    from jaxdistill.experiment import resolve
+    from jaxdistill.train import prepare_data
+
+    def boom(*a, **k):
+        raise AssertionError("the corpus was tokenized again")
+    monkeypatch.setattr(packing, "encode_documents", boom)
+    data = prepare_data(resolve(config_loader.load_config(SMOKE, overrides)))  # what distill's build_run calls
+    assert data.prepared.manifest["num_shards"] == 4 and data.prepared.path.startswith(str(cache))

@@ -334,3 +334,49 @@ def test_builtin_python_docs_corpus(tmp_path):
     assert builtin_text_file("python_docs", str(tmp_path)) == path and os.stat(path).st_mtime_ns == mtime
     with pytest.raises(CorpusError, match="not a built-in corpus; use one of \\['python_docs'\\]"):
         CorpusSpec.from_config({"source": "builtin", "name": "wikipedia"})
+
+
+def test_the_cache_is_prepared_once_by_all_processes(corpus, built, minilm_path, tmp_path, caplog):
+    """Two processes each pack their half of the shards into one shared cache; the batches equal those of a
+    cache one process prepared with the same shards, and each process tokenized about half the documents."""
+    import logging
+    from jaxdistill.data import cache as cache_lib
+    docs, path, _ = corpus
+    tok = jdata.load_tokenizer(minilm_path)
+    spec = jdata.CorpusSpec.from_config(_cfg(path, tmp_path).corpus)
+    one = cache_lib.prepare(jdata.open_corpus(spec), tok, L, str(tmp_path / "one"), progress=False, docs_per_shard=7)
+    assert one.manifest["num_shards"] == 9 and one.manifest["num_documents"] == len(docs)
+    results, errors = {}, []
+
+    def host(i):
+        try:
+            results[i] = cache_lib.prepare(jdata.open_corpus(spec), tok, L, str(tmp_path / "shared"), progress=False,
+                                           docs_per_shard=7, process_index=i, process_count=2)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    with caplog.at_level(logging.INFO, logger="jaxdistill.data.cache"):
+        threads = [threading.Thread(target=host, args=(i,)) for i in (0, 1)]
+        [t.start() for t in threads]
+        [t.join(120) for t in threads]
+    assert not errors, errors
+    counts = sorted(int(r.getMessage().split(" tokenized ")[1].split()[0]) for r in caplog.records
+                    if " tokenized " in r.getMessage())
+    assert counts == [28, 32], counts  # process 1: shards 1,3,5,7 (4 x 7 docs); 0: shards 0,2,4,6 and 8 (4 docs)
+    for r in results.values():
+        assert np.array_equal(np.asarray(r.tokens), np.asarray(one.tokens))
+        assert np.array_equal(r.lengths, one.lengths) and np.array_equal(r.token_counts, one.token_counts)
+    # shards lose no token: the 9-shard cache holds as many as the one-shard cache of the same corpus
+    assert one.manifest["num_tokens"] == built.prepared.manifest["num_tokens"]
+    assert one.lengths.sum() - 2 * len(one.lengths) == built.prepared.lengths.sum() - 2 * len(built.prepared.lengths) \
+        - (len(docs) - 1) + (len(docs) - 9)  # [SEP]s between documents: 59 in one stream, 51 within 9 shards
+
+
+def test_a_shard_cache_reads_like_one_array(tmp_path):
+    from jaxdistill.data.cache import ShardedRows
+    a, b = np.arange(12).reshape(3, 4), np.arange(100, 108).reshape(2, 4)
+    rows, whole = ShardedRows([a, b]), np.concatenate([a, b])
+    idx = np.array([4, 0, 3, 2])
+    assert rows.shape == (5, 4) and np.array_equal(rows[idx], whole[idx]) and np.array_equal(rows[3], whole[3])
+    assert np.array_equal(rows[-1, 1:3], whole[-1, 1:3]) and np.array_equal(np.asarray(rows), whole)
+    assert np.array_equal(rows[idx, :2], whole[idx, :2])

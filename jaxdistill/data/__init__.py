@@ -11,14 +11,15 @@ Public API::
 """
 from jaxdistill.data.corpus import CorpusError, CorpusSpec, open_corpus
 from jaxdistill.data.mlm import IGNORE_INDEX, MaskingSpec, mask_tokens
-from jaxdistill.data.packing import TokenizerError, TokenizerInfo, load_tokenizer, prepare
+from jaxdistill.data.cache import Prepared, open_prepared, prepare
+from jaxdistill.data.packing import TokenizerError, TokenizerInfo, load_tokenizer
 from jaxdistill.data.pipeline import (PretrainingData, build_pretraining_data, check_data_config, default_data_config,
                                       epochs_to_steps)
 from jaxdistill.data.tasks import GLUE_TASKS, Task, TaskError, compute_metrics, default_task_config, load_task
 
 __all__ = [
     "CorpusError", "CorpusSpec", "open_corpus", "IGNORE_INDEX", "MaskingSpec", "mask_tokens", "TokenizerError",
-    "TokenizerInfo", "load_tokenizer", "prepare", "PretrainingData", "build_pretraining_data", "check_data_config",
+    "TokenizerInfo", "load_tokenizer", "prepare", "Prepared", "open_prepared", "PretrainingData", "build_pretraining_data", "check_data_config",
     "default_data_config",
     "epochs_to_steps", "GLUE_TASKS", "Task", "TaskError", "compute_metrics", "default_task_config", "load_task",
 ]

@@ -7,11 +7,7 @@ Packing (``data.pack``):
 - ``"document"``: a sequence never holds text of two documents (boundaries *respected*); a document
   longer than ``L - 2`` tokens is cut into several sequences, its tail is padded.
 
-Cache layout, one folder per (corpus, tokenizer, sequence length, packing), written to a temporary
-folder and renamed into place (atomic; a concurrent writer's result is kept):
-``tokens.npy`` uint16/int32 [N, L] (memory-mapped on read), ``lengths.npy`` int32 [N] (real tokens per
-row), ``token_counts.npy`` int64 [V] (corpus token frequencies, for DistilBERT's smoothed selection),
-``manifest.json``.
+The packed corpus is cached by `jaxdistill.data.cache.prepare` (sharded over processes, committed once).
 """
 from __future__ import annotations
 
@@ -21,20 +17,15 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from jaxdistill.data.corpus import Corpus
-from jaxdistill.errors import ConfigError, CorpusError, DataError, TokenizerError  # noqa: F401  (re-exported)
+from jaxdistill.errors import TokenizerError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 PACK_MODES = ("concat", "document")
 
 
@@ -200,7 +191,7 @@ def encode_documents(batches: Iterable[List[str]], tok: TokenizerInfo, num_proc:
 
 
 # ----------------------------------------------------------------------------------------------- packing
-class _Packer:
+class Packer:
     """Streams tokenized documents into fixed-length rows written to a raw file."""
 
     def __init__(self, f, seq_len: int, tok: TokenizerInfo, mode: str, dtype):
@@ -260,92 +251,3 @@ class _Packer:
             self._emit(padded[None], np.array([len(self.carry)]))
             self.carry = np.zeros(0, dtype=np.int32)
         return np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int32)
-
-
-def cache_key(corpus_identity: Dict[str, Any], tok: TokenizerInfo, seq_len: int, pack: str) -> str:
-    blob = json.dumps({"v": FORMAT_VERSION, "corpus": corpus_identity, "tokenizer": tok.fingerprint,
-                       "seq_len": int(seq_len), "pack": pack}, sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
-
-
-@dataclass
-class Prepared:
-    """A packed corpus on disk: ``tokens`` [N, L] memmap, ``lengths`` [N], ``token_counts`` [V]."""
-
-    path: str
-    tokens: np.ndarray
-    lengths: np.ndarray
-    token_counts: np.ndarray
-    manifest: Dict[str, Any]
-
-
-def open_prepared(path: str) -> Prepared:
-    with open(os.path.join(path, "manifest.json")) as f:
-        manifest = json.load(f)
-    tokens = np.load(os.path.join(path, "tokens.npy"), mmap_mode="r")
-    lengths = np.load(os.path.join(path, "lengths.npy"))
-    counts = np.load(os.path.join(path, "token_counts.npy"))
-    if tokens.shape != (manifest["num_sequences"], manifest["seq_len"]) or len(lengths) != tokens.shape[0]:
-        raise DataError(f"prepared data in {path!r} is inconsistent with its manifest; delete the folder")
-    return Prepared(path, tokens, lengths, counts, manifest)
-
-
-def prepare(corpus: Corpus, tok: TokenizerInfo, seq_len: int, cache_dir: str, *, pack: str = "concat",
-            num_proc: int = 1, progress: bool = True, docs_per_batch: int = 256) -> Prepared:
-    """Returns the packed corpus, from the cache when present, else tokenizing and packing it first."""
-    if pack not in PACK_MODES:
-        raise ConfigError(f"data.pack={pack!r} is not one of {PACK_MODES}")
-    if seq_len < 3:
-        raise ConfigError(f"data.seq_len={seq_len} leaves no room for text between [CLS] and [SEP]; use >= 8")
-    key = cache_key(corpus.identity(), tok, seq_len, pack)
-    final = os.path.join(cache_dir, f"{corpus.spec.label()}-L{seq_len}-{pack}-{key}")
-    if os.path.exists(os.path.join(final, "manifest.json")):
-        log.info("data: using cached packed corpus %s", final)
-        return open_prepared(final)
-    corpus.load()  # full validation (datasets / TFDS) before the expensive part
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir)
-    try:
-        t0 = time.time()
-        dtype = np.uint16 if tok.size <= 65536 else np.int32
-        counts = np.zeros(tok.size, dtype=np.int64)
-        n_tokens = 0
-        from tqdm.auto import tqdm
-        bar = tqdm(total=corpus.num_documents, unit="doc", desc=f"tokenizing {corpus.spec.label()}",
-                   disable=not progress, mininterval=1.0)
-        raw = os.path.join(tmp, "tokens.bin")
-        with open(raw, "wb") as f:
-            packer = _Packer(f, seq_len, tok, pack, dtype)
-            for ids, lens in encode_documents(corpus.documents(docs_per_batch), tok, num_proc):
-                packer.add(ids, lens)
-                counts += np.bincount(ids, minlength=tok.size)[: tok.size]
-                n_tokens += len(ids)
-                bar.update(len(lens))
-            lengths = packer.finish()
-        bar.close()
-        if n_tokens == 0:
-            raise CorpusError(f"corpus {corpus.spec.path or corpus.spec.name!r} is empty: it has no tokens after "
-                             "tokenization; point data.corpus at real text")
-        np.save(os.path.join(tmp, "tokens.npy"), np.memmap(raw, dtype=dtype, mode="r", shape=(len(lengths), seq_len)))
-        os.remove(raw)
-        np.save(os.path.join(tmp, "lengths.npy"), lengths)
-        np.save(os.path.join(tmp, "token_counts.npy"), counts)
-        manifest = {"format": FORMAT_VERSION, "key": key, "corpus": corpus.identity(), "spec": vars(corpus.spec),
-                    "tokenizer_dir": os.path.abspath(tok.directory), "tokenizer_fingerprint": tok.fingerprint,
-                    "seq_len": seq_len, "pack": pack, "num_sequences": int(len(lengths)),
-                    "num_documents": int(packer.docs), "num_tokens": int(n_tokens), "dtype": np.dtype(dtype).name,
-                    "seconds": round(time.time() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.exists(os.path.join(final, "manifest.json")):
-                raise
-            log.info("data: another process prepared %s first; using it", final)
-        log.info("data: packed %d documents, %d tokens into %d sequences of %d in %.1fs -> %s", packer.docs,
-                 n_tokens, len(lengths), seq_len, manifest["seconds"], final)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return open_prepared(final)

@@ -20,9 +20,10 @@ import numpy as np
 
 from jaxdistill.data import mlm
 from jaxdistill.data.corpus import CorpusSpec, open_corpus
-from jaxdistill.data.packing import PACK_MODES, Prepared, TokenizerInfo, load_tokenizer, prepare
+from jaxdistill.data.cache import DEFAULT_DOCS_PER_SHARD, Prepared, prepare
+from jaxdistill.data.packing import PACK_MODES, TokenizerInfo, load_tokenizer
 from jaxdistill.errors import ConfigError, CorpusError
-from jaxdistill.sharding import process_rows
+from jaxdistill.hosts import process_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ def default_data_config():
     whole_word_mask: choose whole words (a token and its ## pieces) instead of single pieces.
     frequency_smoothing: 0 = uniform choice; > 0 = DistilBERT's choice weighted by count ** -smoothing (0.7).
     holdout_sequences: sequences kept out of training for eval_batch (held-out teacher-student KL).
-    cache_dir: where packed corpora are cached (keyed by corpus, tokenizer, seq_len, pack).
+    cache_dir: where packed corpora are cached (keyed by corpus, tokenizer, seq_len, pack, docs_per_shard);
+        with several hosts, storage they all see: each process packs its share of the shards once.
+    docs_per_shard: documents per cache shard (`jaxdistill.data.cache`): process p of P packs shards
+        s % P == p. Each shard's last row is padded, so the cache depends on it, not on P.
     num_proc: tokenizer processes (0 = 1: the fast tokenizer is multi-threaded already; more processes
       need the calling script to have a `__main__` guard).
     progress: show a progress bar while preparing.
@@ -64,6 +68,7 @@ def default_data_config():
     c.frequency_smoothing = 0.0
     c.holdout_sequences = 64
     c.cache_dir = DEFAULT_CACHE_DIR
+    c.docs_per_shard = DEFAULT_DOCS_PER_SHARD
     c.num_proc = 0
     c.progress = True
     return c
@@ -239,6 +244,8 @@ def check_data_config(data_cfg: Any, global_batch_size: int, max_positions: int)
     holdout = int(_get(data_cfg, "holdout_sequences", 0))
     if holdout < 0:
         raise ConfigError(f"data.holdout_sequences={holdout} must be >= 0")
+    if int(_get(data_cfg, "docs_per_shard", DEFAULT_DOCS_PER_SHARD)) < 1:
+        raise ConfigError(f"data.docs_per_shard={_get(data_cfg, 'docs_per_shard')} must be >= 1")
     probs = dict(mlm_probability=float(_get(data_cfg, "mlm_probability", 0.15)),
                  mask_replace=float(_get(data_cfg, "mask_replace", 0.8)),
                  random_replace=float(_get(data_cfg, "random_replace", 0.1)))
@@ -251,7 +258,7 @@ def check_data_config(data_cfg: Any, global_batch_size: int, max_positions: int)
 
 
 def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size: int, *, vocab_size: int,
-                           max_positions: int) -> PretrainingData:
+                           max_positions: int, process_index: int = 0, process_count: int = 1) -> PretrainingData:
     """Validates the data config (`check_data_config`), the tokenizer and the corpus (in that order, before
     any tokenization), prepares or reuses the packed corpus, and returns the batch source.
 
@@ -261,6 +268,8 @@ def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size:
       global_batch_size: sequences per step over all processes.
       vocab_size: rows of the teacher's word embeddings (the tokenizer must not produce more ids).
       max_positions: the models' ``max_position_embeddings`` (``seq_len`` must not exceed it).
+      process_index / process_count: this process among those preparing the cache together (each packs
+        its share of the shards; see `jaxdistill.data.cache`).
     """
     checked = check_data_config(data_cfg, global_batch_size, max_positions)
     seq_len, pack, smoothing, holdout, probs, whole_word = (
@@ -270,7 +279,9 @@ def build_pretraining_data(data_cfg: Any, tokenizer_dir: str, global_batch_size:
     corpus = open_corpus(checked["corpus"], cache_dir)
 
     prepared = prepare(corpus, tok, seq_len, cache_dir, pack=pack, num_proc=_num_proc(_get(data_cfg, "num_proc", 0)),
-                       progress=bool(_get(data_cfg, "progress", True)))
+                       progress=bool(_get(data_cfg, "progress", True)),
+                       docs_per_shard=int(_get(data_cfg, "docs_per_shard", DEFAULT_DOCS_PER_SHARD)),
+                       process_index=process_index, process_count=process_count)
     total = prepared.tokens.shape[0]
     if total - holdout < 1:
         raise CorpusError(f"the corpus packs into only {total} sequences of {seq_len} tokens, and "

@@ -16,12 +16,12 @@ own modules. The names below are re-exported so `from jaxdistill.train import bu
 from jaxdistill.errors import NonFiniteError
 from jaxdistill.optimizer import OptimizerConfig, make_lr_schedule, make_optimizer
 from jaxdistill.train.export import config_from_params, export_from_workdir, export_student
-from jaxdistill.train.loop import Run, build_run, train_and_evaluate
+from jaxdistill.train.loop import Run, build_run, prepare_data, train_and_evaluate
 from jaxdistill.train.models import load_models
 from jaxdistill.train.state import TrainState, abstract_like, create_state, put_global, to_host
 from jaxdistill.train.step import Placement, StepFns, build_step_fns
 
 __all__ = ["NonFiniteError", "OptimizerConfig", "Placement", "Run", "StepFns", "TrainState", "abstract_like",
            "build_run", "build_step_fns", "config_from_params", "create_state", "export_from_workdir",
-           "export_student", "load_models", "make_lr_schedule", "make_optimizer", "put_global", "to_host",
+           "export_student", "load_models", "make_lr_schedule", "make_optimizer", "prepare_data", "put_global", "to_host",
            "train_and_evaluate"]

@@ -23,6 +23,7 @@ from jaxdistill import sharding as shard_lib
 from jaxdistill.data import build_pretraining_data
 from jaxdistill.errors import OutputExistsError
 from jaxdistill.experiment import Experiment, resolve
+from jaxdistill.hosts import process_slice
 from jaxdistill.models import logical_axes
 from jaxdistill.optimizer import make_lr_schedule, make_optimizer
 from jaxdistill.train.export import export_student
@@ -91,10 +92,20 @@ class Run:
         """Held-out metrics (eval/kl: teacher-student KL on MLM predictions) averaged over batches."""
         scores = []
         for i in range(num_batches):
-            local = shard_lib.process_slice(self.data.eval_batch(i, batch_size))
+            local = process_slice(self.data.eval_batch(i, batch_size))
             scores.append(jax.device_get(self.fns.eval_step(self.state, self.teacher_params,
                                                             self.global_batch(local))))
         return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
+def prepare_data(exp: Experiment):
+    """The run's batch source; the corpus is tokenized and packed once, each process packing its share of the
+    shards into the shared cache (`jaxdistill.data.cache`). `jaxdistill prepare-data` runs only this."""
+    return build_pretraining_data(exp.config.data, exp.tokenizer_dir, exp.batch_size,
+                                  vocab_size=exp.teacher_config.vocab_size,
+                                  max_positions=min(exp.teacher_config.max_position_embeddings,
+                                                    exp.student_config.max_position_embeddings),
+                                  process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def build_run(config_or_experiment: Union[Any, Experiment], devices=None) -> Run:
@@ -109,10 +120,7 @@ def build_run(config_or_experiment: Union[Any, Experiment], devices=None) -> Run
                       process_count=jax.process_count())
     t = exp.config.train
     teacher_params, student_params = load_models(exp)
-    data = build_pretraining_data(exp.config.data, exp.tokenizer_dir, exp.batch_size,
-                                  vocab_size=exp.teacher_config.vocab_size,
-                                  max_positions=min(exp.teacher_config.max_position_embeddings,
-                                                    exp.student_config.max_position_embeddings))
+    data = prepare_data(exp)
     mesh = shard_lib.make_mesh(exp.mesh_sizes, devices=devices)
     tx = make_optimizer(exp.optimizer)
     projections = jax.tree.map(np.asarray, exp.recipe.init_projections(jax.random.PRNGKey(int(t.seed) + 1)))
