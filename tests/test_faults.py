@@ -130,10 +130,10 @@ def test_kill_points_then_a_plain_rerun_equals_the_uninterrupted_run(env, refere
     assert not os.path.exists(os.path.join(work, ".jaxdistill.lock")), "an interrupted run releases its lock"
 
     assert_interrupted(run("SIGINT@step:3", argv), "a step")
-    assert finalized_steps(work) == [2]
+    assert finalized_steps(work) in ([], [2])  # the async save of step 2 may still have been in flight
 
     assert_interrupted(run("SIGINT@save:4", argv), "an async save")
-    assert finalized_steps(work) in ([2], [2, 4])  # the save in flight is either complete or absent
+    assert finalized_steps(work) in ([], [2], [2, 4])  # a save in flight is either complete or absent
 
     code, out, err, _ = run("SIGTERM@export", argv)
     assert code == -15, err[-3000:]

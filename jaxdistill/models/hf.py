@@ -342,16 +342,18 @@ def current_umask() -> int:
 
 
 def publish(partial: str, out_dir: str) -> None:
-    """Renames the finished `partial` directory to `out_dir`: the export's last act, so `out_dir` exists
-    only complete. An existing `out_dir` (empty, or replaced with overwrite) is moved aside first."""
-    old = None
-    if os.path.lexists(out_dir):
-        old = partial[:-len(".partial")] + ".replaced"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out_dir, old)
-    os.rename(partial, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Moves the finished export in `partial` to `out_dir`, as the export's last act: a missing or empty
+    `out_dir` is replaced by renaming the whole directory, so it exists only complete; into a non-empty one
+    (overwrite) each file is renamed over its old version, config.json last, and other files are kept."""
+    if os.path.isdir(out_dir) and not os.listdir(out_dir):
+        os.rmdir(out_dir)
+    if not os.path.lexists(out_dir):
+        os.rename(partial, out_dir)
+        return
+    names = sorted(os.listdir(partial), key=lambda name: name == "config.json")
+    for name in names:
+        os.replace(os.path.join(partial, name), os.path.join(out_dir, name))
+    os.rmdir(partial)
 
 
 @contextlib.contextmanager
