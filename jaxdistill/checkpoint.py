@@ -9,6 +9,7 @@ changes what the checkpoint means (model shapes, recipe, pruning targets) is ref
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -21,7 +22,8 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jaxdistill.errors import ConfigError, ResumeError, StorageError  # noqa: F401  (ResumeError re-exported)
+from jaxdistill.errors import (CheckpointError, ConfigError, ResumeError,  # noqa: F401  (ResumeError re-exported)
+                               StorageError)
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +88,27 @@ class Checkpointer:
 
     @contextlib.contextmanager
     def storage_errors(self, what: str):
-        """Turns an OSError inside the block into a StorageError naming `what` and the directory."""
+        """Turns a storage failure inside the block (an OSError, or tensorstore's ValueError with a status
+        such as RESOURCE_EXHAUSTED) into a StorageError naming `what`, the directory and the fix."""
         try:
             yield
-        except OSError as e:
-            raise StorageError(f"{what} in {self.directory} failed ({type(e).__name__}: {e}); the checkpoints "
-                               "saved before are intact: fix the storage and rerun the same command to resume") from e
+        except (OSError, ValueError) as e:
+            cause = storage_failure(e)
+            if cause is None:
+                raise
+            raise StorageError(f"{what} in {self.directory} failed: {cause}. The checkpoints saved before are "
+                               "intact: fix the storage and rerun the same command to resume") from e
 
-    def restore_latest(self, abstract_state: Any) -> Optional[Tuple[int, Any, dict]]:
+    def restore_latest(self, abstract_state: Any, restart_from_scratch: bool = False
+                       ) -> Optional[Tuple[int, Any, dict]]:
         """Restores the newest readable checkpoint into `abstract_state`'s shapes and shardings.
 
         A checkpoint that fails to restore (truncated or corrupted files) is skipped with a warning in
         favour of the one before it, and moved aside to `<directory>.damaged/<step>` (kept, not deleted) so
-        the resumed run can save that step again. Returns (step, state, meta), or None when there is none.
+        the resumed run can save that step again. A checkpoint that cannot be read for lack of permission
+        is not damage: StorageError. When every checkpoint is damaged, nothing is moved and CheckpointError
+        says so, unless `restart_from_scratch` (then they are moved aside and None is returned).
+        Returns (step, state, meta), or None when there is none.
         """
         damaged = []
         for step in reversed(self.steps()):
@@ -106,12 +116,20 @@ class Checkpointer:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
             except Exception as e:  # orbax raises several types for damaged files
-                log.warning("checkpoint at step %d in %s could not be restored (%s: %s); trying the one before",
-                            step, self.directory, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                raise_if_unreadable(e, f"the checkpoint of step {step} in {self.directory}")
+                log.warning("checkpoint at step %d in %s could not be restored (%s); trying the one before",
+                            step, self.directory, first_line(e))
                 damaged.append(step)
                 continue
             self._set_aside(damaged)
             return step, restored["state"], dict(restored["meta"])
+        if damaged and not restart_from_scratch:
+            raise CheckpointError(
+                f"every checkpoint in {self.directory} is damaged (steps {sorted(damaged)}), so there is nothing "
+                "to resume from; they were left in place. Rerun with --restart-from-scratch to move them to "
+                f"{self.directory}.damaged and start over from step 0, or put back good copies of them")
+        if damaged:
+            log.warning("every checkpoint in %s is damaged; restarting from step 0 as asked", self.directory)
         self._set_aside(damaged)
         return None
 
@@ -120,12 +138,18 @@ class Checkpointer:
             return
         aside = self.directory + ".damaged"
         if jax.process_index() == 0:
-            os.makedirs(aside, exist_ok=True)
             for step in steps:
                 target = os.path.join(aside, str(step))
                 if os.path.exists(target):
                     target += f".{int(time.time())}"
-                shutil.move(os.path.join(self.directory, str(step)), target)
+                try:
+                    os.makedirs(aside, exist_ok=True)
+                    shutil.move(os.path.join(self.directory, str(step)), target)
+                except OSError as e:
+                    raise StorageError(
+                        f"could not move the damaged checkpoint {os.path.join(self.directory, str(step))} aside to "
+                        f"{target} ({e.strerror or e}); fix the permissions of {self.directory} (or move that "
+                        "folder away yourself) and rerun the same command") from e
                 log.warning("moved the damaged checkpoint of step %d to %s", step, target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
@@ -141,16 +165,76 @@ class Checkpointer:
         self.manager.close()
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut to `limit` characters (orbax messages run to pages)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:limit]}" if text else type(error).__name__
+
+
+def error_chain(error: BaseException):
+    """`error` and every exception it was raised from or while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+# tensorstore (under orbax) reports storage failures as ValueError("<STATUS>: ..."); these mean the storage.
+STORAGE_STATUSES = {"RESOURCE_EXHAUSTED": "the disk (or quota) is full", "PERMISSION_DENIED": "permission denied",
+                    "UNAVAILABLE": "the storage is unavailable", "UNAUTHENTICATED": "no credentials for the storage"}
+
+
+def storage_failure(error: BaseException) -> Optional[str]:
+    """A short description when `error` (or what it came from) is a storage failure, else None."""
+    for e in error_chain(error):
+        if isinstance(e, OSError):
+            if e.errno == errno.ENOSPC:
+                return f"the disk is full ({e.filename or e})"
+            if isinstance(e, PermissionError):
+                return f"permission denied ({e.filename or e})"
+            return first_line(e)
+        for status, meaning in STORAGE_STATUSES.items():
+            if str(e).startswith(status) or f" {status}" in str(e)[:40]:
+                return f"{meaning} ({first_line(e)})"
+    return None
+
+
+def raise_if_unreadable(error: BaseException, what: str) -> None:
+    """Raises StorageError when `error` came from missing permissions (which no fallback can fix)."""
+    cause = storage_failure(error)
+    if cause and ("permission denied" in cause or "credentials" in cause):
+        raise StorageError(f"cannot read {what}: {cause}; fix its permissions and rerun the same command") from error
+
+
 def read_state(directory: str, step: Optional[int] = None) -> Tuple[int, Any]:
     """Reads the TrainState saved in a checkpoint directory as plain arrays, without a target (for export
-    and inspection, not for resuming): the newest finalized step, or `step`. Returns (step, state dict)."""
+    and inspection, not for resuming): the newest readable finalized step, or exactly `step`.
+
+    A damaged newest checkpoint is skipped with a warning in favour of the one before it; a damaged `step`
+    asked for by name raises CheckpointError naming the steps that remain. Returns (step, state dict).
+    """
+    directory = os.path.abspath(directory)
     steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {directory}; the run has not saved one yet")
-    step = steps[-1] if step is None else int(step)
-    if step not in steps:
+    if step is not None and int(step) not in steps:
         raise ConfigError(f"no checkpoint for step {step} in {directory}; available steps: {steps}")
-    return step, ocp.StandardCheckpointer().restore(os.path.join(directory, str(step), "state"))
+    candidates = [int(step)] if step is not None else list(reversed(steps))
+    for candidate in candidates:
+        path = os.path.join(directory, str(candidate), "state")
+        try:
+            return candidate, ocp.StandardCheckpointer().restore(path)
+        except Exception as e:  # orbax raises several types for damaged files
+            raise_if_unreadable(e, f"the checkpoint {path}")
+            others = [s for s in steps if s != candidate]
+            if step is not None:
+                raise CheckpointError(f"the checkpoint of step {candidate} ({path}) is damaged and cannot be "
+                                      f"read ({first_line(e)}); pick another with --step (available: {others})"
+                                      ) from None
+            log.warning("the checkpoint of step %d (%s) is damaged (%s); trying the one before",
+                        candidate, path, first_line(e))
+    raise CheckpointError(f"every checkpoint in {directory} is damaged (steps {steps}); nothing can be read")
 
 
 class PreemptionWatcher:

@@ -1,21 +1,25 @@
 """The `jaxdistill` command: distill, finetune, evaluate, export, fit-mlm-head, demo.
 
-Every subcommand takes `--debug` (full tracebacks). Configs are Python files (`--config path.py[:preset]`)
+Every subcommand takes `--verbose` (alias `--debug`: full tracebacks and library logs). Configs are Python files (`--config path.py[:preset]`)
 with dotted overrides (`--config.train.steps=100`); see `jaxdistill.config_loader`.
 
 Exit codes (stable, for scripts) are carried by the exceptions themselves; `jaxdistill.errors` lists them:
-0 done or preempted, 1 internal error, 2 usage/config, 3 data/model, 4 non-finite loss, 75 retryable
-storage failure, 130 interrupted. Errors are one line on stderr, `jaxdistill: error: ...`.
+0 done or preempted, 1 internal error, 2 usage/config, 3 data/model, 4 non-finite loss, 5 workdir in use by
+another run, 75 retryable storage failure, 130 interrupted (Ctrl-C ends the process within moments at any
+phase, see `jaxdistill.interrupts`). An error is one line on stderr, `jaxdistill: error: ...`, naming the file
+and the fix; the process then ends at once, so no library prints after it (the traceback: `--verbose`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import textwrap
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from jaxdistill import interrupts
 from jaxdistill.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError, exit_code_for
 
 
@@ -38,7 +42,8 @@ def _doc(text: str) -> str:
 # ------------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    common.add_argument("--verbose", "--debug", dest="verbose", action="store_true",
+                        help="show full tracebacks on errors and the libraries' own log messages")
 
     parser = _Parser(prog="jaxdistill", formatter_class=_FORMATTER, parents=[common], description=_doc("""
         Task-agnostic distillation of BERT teachers in JAX/Flax (HomoDistil and the classic recipes).
@@ -55,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
               --workdir runs/tiny/sst2
 
         exit codes: 0 ok (or preempted and saved), 1 internal error, 2 usage/config error,
-        3 data/model error, 4 non-finite loss, 75 retryable storage failure, 130 interrupted.
+        3 data/model error, 4 non-finite loss or exploded parameters, 5 workdir in use by another run,
+        75 retryable storage failure (disk full, permission denied), 130 interrupted (Ctrl-C).
         """))
     from jaxdistill import __version__
     parser.add_argument("--version", action="version", version=f"jaxdistill {__version__}")
@@ -77,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE.py[:PRESET]", help="experiment config and preset")
     p.add_argument("--workdir", required=True, help="run directory (created; resumed when it holds a run)")
     p.add_argument("--dry-run", action="store_true", help="load and validate the config, print it, and exit")
+    p.add_argument("--restart-from-scratch", action="store_true",
+                   help="when every checkpoint in WORKDIR is damaged, move them to checkpoints.damaged and start "
+                        "over from step 0 (without it such a run is refused)")
 
     p = add("prepare-data", "tokenize and pack a distillation config's corpus into its cache, and exit", """
         Prepares the packed corpus of a distillation config (data.cache_dir), as `distill` would before
@@ -218,11 +227,12 @@ def cmd_distill(args, overrides) -> int:
         print(f"config OK: {experiment.describe()}")
         return EXIT_OK
     from jaxdistill import train
-    summary = train.train_and_evaluate(config, args.workdir)
+    summary = train.train_and_evaluate(config, args.workdir, restart_from_scratch=args.restart_from_scratch)
     if not _is_main_process():
         return EXIT_OK
     workdir = summary.get("workdir", os.path.abspath(args.workdir))
-    _write_json(os.path.join(workdir, "summary.json"), summary)
+    if summary.get("status") != "already_complete":  # keep the finished run's own summary
+        _write_json(os.path.join(workdir, "summary.json"), summary)
     status, step = summary.get("status"), summary.get("step")
     lines = [f"status: {status}", f"steps: {step}/{config.train.steps}", f"workdir: {workdir}"]
     metrics = summary.get("metrics") or {}
@@ -237,7 +247,8 @@ def cmd_distill(args, overrides) -> int:
         lines.append(f"params: {_fmt_params(p.get('compact_total', p.get('total')))} "
                      f"(teacher {_fmt_params(p.get('full_total'))})")
     if summary.get("export_dir"):
-        lines.append(f"export: {summary['export_dir']} ({summary.get('export_format')} format)")
+        fmt = f" ({summary['export_format']} format)" if summary.get("export_format") else ""
+        lines.append(f"export: {summary['export_dir']}{fmt}")
     if status == "preempted":
         lines.append("preempted: a checkpoint was saved; rerun the same command to resume")
     elif status == "already_complete":
@@ -266,7 +277,8 @@ def cmd_export(args, overrides) -> int:
         raise UsageError("export takes no --config.* overrides")
     from jaxdistill import train
     if not os.path.isdir(args.workdir):
-        raise FileNotFoundError(f"workdir {args.workdir!r} does not exist; pass the --workdir of a "
+        what = "is a file" if os.path.exists(args.workdir) else "does not exist"
+        raise FileNotFoundError(f"workdir {args.workdir!r} {what}; pass the --workdir of a "
                                 "`jaxdistill distill` run")
     result = train.export_from_workdir(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
     print(f"exported step {result['step']} to {result['out_dir']} ({result['format']} format, "
@@ -369,11 +381,16 @@ def _error_line(error: BaseException) -> str:
     if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in msg:
         msg = f"{msg}: {error.filename}"
     if exit_code_for(error) == EXIT_INTERNAL:
-        msg = f"unexpected {type(error).__name__}: {msg} (rerun with --debug for the traceback)"
+        msg = f"unexpected {type(error).__name__}: {msg} (rerun with --verbose for the traceback)"
     return " ".join(msg.split("\n")[0:1]) if exit_code_for(error) == EXIT_INTERNAL else msg
 
 
-def _setup_logging() -> None:
+# Libraries whose logs repeat (or bury) what jaxdistill reports in one line: orbax logs every failed save with
+# its traceback through absl, several times, and asyncio reports the futures orbax leaves behind.
+QUIET_LIBRARIES = ("absl", "orbax", "asyncio", "tensorstore")
+
+
+def _setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
@@ -382,12 +399,43 @@ def _setup_logging() -> None:
         root.setLevel(logging.INFO)
     for noisy in ("absl", "jax._src", "orbax", "urllib3", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        for noisy in QUIET_LIBRARIES:
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def end_process(code: int) -> None:
+    """Ends the process with `code` at once, after flushing: library threads (an orbax save that failed,
+    asyncio futures) cannot print anything after the error line, and none can hang the exit."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(code)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the command line `argv` (default: sys.argv[1:]); returns the exit code."""
+    """Runs the command line `argv`; returns the exit code.
+
+    Called without `argv` (the `jaxdistill` command, `python -m jaxdistill`) it owns the process: Ctrl-C ends
+    it within moments with 130 (`jaxdistill.interrupts`), and after an error line it ends at once
+    (`end_process`). Called with `argv` (tests, notebooks) it only returns the code.
+    """
+    owns_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    verbose = "--verbose" in argv or "--debug" in argv
+    if owns_process and not verbose:
+        sys.unraisablehook = lambda unraisable: None  # "Exception ignored in ...": orbax's closed event loops
+    with interrupts.exit_on_interrupt() if owns_process else contextlib.nullcontext():
+        code = run_command(argv, verbose)
+    if owns_process and code != EXIT_OK:
+        end_process(code)
+    return code
+
+
+def run_command(argv: List[str], verbose: bool) -> int:
+    """Parses `argv` and runs its command; an error becomes one line on stderr and its exit code."""
     try:
         rest, overrides = split_overrides(argv)
         parser = build_parser()
@@ -398,10 +446,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.command:
             parser.print_help()
             return EXIT_USAGE
-        _setup_logging()
+        _setup_logging(verbose)
         return COMMANDS[args.command](args, overrides)
     except (Exception, KeyboardInterrupt) as e:
-        if debug:
+        if verbose:
             import traceback
             traceback.print_exc()
         print(f"jaxdistill: error: {_error_line(e)}", file=sys.stderr, flush=True)

@@ -9,9 +9,12 @@ scripts and launchers):
        workdir that holds an incompatible run                                    -> `ConfigError`
   3    data or model error: missing or corrupt teacher/model/checkpoint, empty or unreadable corpus, bad
        task file, tokenizer mismatch                                              -> `DataError`, `ModelError`
-  4    the loss or the gradients became non-finite                                -> `NonFiniteError`
-  75   a retryable I/O failure while writing (bucket missing, permission denied, disk full, storage down):
-       nothing is lost, relaunching the same command resumes                      -> `StorageError`
+  4    the loss or the gradients became non-finite, or the parameters exploded     -> `NonFiniteError`
+  5    the workdir is in use: another run holds its lock (wait for it, or rerun once its lease has
+       expired)                                                                   -> `WorkdirInUseError`
+  75   a retryable storage failure (bucket missing, permission denied, disk full, storage down), while
+       writing, or while reading a run's own checkpoints: nothing is lost, fixing the storage and
+       relaunching the same command resumes                                       -> `StorageError`
   130  interrupted (Ctrl-C)
 
 Every class also derives from the built-in exception its callers would naturally catch (`ValueError` for
@@ -25,6 +28,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_DATA = 3
 EXIT_NONFINITE = 4
+EXIT_LOCKED = 5
 EXIT_RETRYABLE = 75  # sysexits.h EX_TEMPFAIL: try again later
 EXIT_INTERRUPTED = 130
 
@@ -85,6 +89,12 @@ class NonFiniteError(JaxdistillError, FloatingPointError):
     """The loss or the gradients became NaN/inf; nothing from that step on was saved."""
 
     exit_code = EXIT_NONFINITE
+
+
+class WorkdirInUseError(JaxdistillError, RuntimeError):
+    """Another run holds the workdir's lock; the message names it (host, pid, command, last heartbeat)."""
+
+    exit_code = EXIT_LOCKED
 
 
 class StorageError(JaxdistillError, OSError):

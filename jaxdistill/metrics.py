@@ -115,6 +115,31 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def drop_lines_after(path: str, step: int) -> int:
+    """Rewrites the JSONL file `path` without its lines for steps after `step` (all of them when `step` is 0)
+    and without a torn last line; atomic (temporary file, then rename). Returns how many lines were dropped."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            row_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a kill mid-write
+        if step > 0 and row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines):
+        return 0
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+    log.info("dropped %d line(s) of %s past the restored step %d", len(lines) - len(kept), path, step)
+    return len(lines) - len(kept)
+
+
 class MetricWriter:
     """Writes scalar metrics to `<workdir>/metrics.jsonl`, TensorBoard event files and the console.
 
@@ -123,7 +148,9 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: Optional[str], total_steps: int, start_step: int = 0, tensorboard: bool = True,
-                 progress: bool = True, desc: str = "distill"):
+                 progress: bool = True, desc: str = "distill", drop_after: Optional[int] = None):
+        """drop_after: a resumed run's restored step; lines of `metrics.jsonl` past it (written by the run that
+        was interrupted, and about to be written again) are dropped first; 0 drops them all."""
         self.active = jax.process_index() == 0
         self.total = total_steps
         self._jsonl = self._tb = self._bar = None
@@ -131,6 +158,8 @@ class MetricWriter:
             return
         if workdir is not None:
             os.makedirs(workdir, exist_ok=True)
+            if drop_after is not None:
+                drop_lines_after(os.path.join(workdir, "metrics.jsonl"), drop_after)
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter

@@ -2,6 +2,12 @@
 
     python drivers.py distill CONFIG.json WORKDIR          train_and_evaluate; prints SUMMARY {json}
     python drivers.py steps CONFIG.json N OUT.npz           N steps via build_run; process 0 writes OUT.npz
+    python drivers.py cli FAULT ARGS...                     the `jaxdistill` command (it owns the process),
+                                                            with a signal sent to itself at a fault point
+FAULT is `none` or SIGNAL@POINT: SIGINT/SIGTERM/SIGKILL at `compile` (0.3 s into the first step, whose call
+compiles it), `step:N` (as step N+1 starts), `save:N` (just after the async save of step N started) or
+`export` (when the finished export is about to be renamed into place). It prints `FAULT <point> <time>` to
+stderr when it sends the signal (and `FAULT late` if the compile was over by then).
 """
 import json
 import sys
@@ -43,8 +49,77 @@ def steps(config_path, n, out):
     print("DONE", jax.process_index(), jax.process_count(), flush=True)
 
 
+def send_at(point_spec):
+    """Patches the engine so that the signal of `point_spec` (SIGNAL@POINT) is sent at that point."""
+    import os
+    import signal
+    import threading
+    import time
+    from jaxdistill import checkpoint
+    from jaxdistill.models import hf
+    from jaxdistill.train import loop
+    sig_name, point = point_spec.split("@")
+    sig = getattr(signal, sig_name)
+
+    def fire():
+        print(f"FAULT {point} {time.time():.3f}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), sig)
+
+    kind, _, arg = point.partition(":")
+    if kind in ("compile", "step"):
+        original_step, calls = loop.Run.step, []
+
+        def step(self, local):
+            calls.append(1)
+            if kind == "compile" and len(calls) == 1:
+                done = threading.Event()
+
+                def later():
+                    time.sleep(0.3)
+                    if done.is_set():
+                        print("FAULT late", file=sys.stderr, flush=True)
+                    fire()
+                threading.Thread(target=later, daemon=True).start()
+                try:
+                    return original_step(self, local)
+                finally:
+                    done.set()
+            if kind == "step" and self.host_step == int(arg):
+                fire()
+            return original_step(self, local)
+        loop.Run.step = step
+    elif kind == "save":
+        original_save = checkpoint.Checkpointer.save
+
+        def save(self, step, *a, **k):
+            out = original_save(self, step, *a, **k)
+            if step == int(arg):
+                fire()
+                time.sleep(5)  # the signal must end the process while the save is in flight
+            return out
+        checkpoint.Checkpointer.save = save
+    elif kind == "export":
+        original_publish = hf.publish
+
+        def publish(partial, out_dir):
+            fire()
+            time.sleep(5)
+            return original_publish(partial, out_dir)
+        hf.publish = publish
+    else:
+        raise SystemExit(f"unknown fault point {point!r}")
+
+
+def cli(fault, *argv):
+    from jaxdistill import cli as cli_lib
+    if fault != "none":
+        send_at(fault)
+    sys.argv = ["jaxdistill", *argv]
+    sys.exit(cli_lib.main())
+
+
 if __name__ == "__main__":
     import logging
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
     kind = sys.argv[1]
-    {"distill": distill, "steps": steps}[kind](*sys.argv[2:])
+    {"distill": distill, "steps": steps, "cli": cli}[kind](*sys.argv[2:])

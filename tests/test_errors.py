@@ -10,7 +10,8 @@ from jaxdistill import errors
 @pytest.mark.parametrize("cls,code", [
     (errors.ConfigError, 2), (errors.UsageError, 2), (errors.OutputExistsError, 2), (errors.ResumeError, 2),
     (errors.DataError, 3), (errors.CorpusError, 3), (errors.TokenizerError, 3), (errors.TaskError, 3),
-    (errors.ModelError, 3), (errors.CheckpointError, 3), (errors.NonFiniteError, 4), (errors.StorageError, 75),
+    (errors.ModelError, 3), (errors.CheckpointError, 3), (errors.NonFiniteError, 4),
+    (errors.WorkdirInUseError, 5), (errors.StorageError, 75),
 ])
 def test_each_error_carries_its_documented_exit_code(cls, code):
     assert cls("x").exit_code == code

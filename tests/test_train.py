@@ -224,14 +224,32 @@ def test_nan_stops_with_clear_error_and_only_finite_checkpoints(setup, tmp_path)
     config = _config(setup, steps=12, checkpoint_every=2, log_every=4, async_checkpoint=False)
     config.debug.nan_at_step = 7
     work = str(tmp_path / "work")
-    with pytest.raises(NonFiniteError, match=r"non-finite loss or gradients at step 7 \(.*loss=nan.*\)"):
+    with pytest.raises(NonFiniteError, match=r"non-finite loss or gradients at step 7 \(.*loss=nan.*\)") as e:
         train_and_evaluate(config, work)
+    assert "the newest checkpoint, step 6, is finite and sane" in str(e.value)
+    assert "--config.train.lr=0.0001" in str(e.value) and "to resume from step 6" in str(e.value)
     steps = sorted(int(d) for d in os.listdir(os.path.join(work, "checkpoints")) if d.isdigit())
     assert steps and max(steps) == 6
     _, state = _final_state(work)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state)
                if np.issubdtype(np.asarray(x).dtype, np.floating))
     assert not os.path.exists(os.path.join(work, "export"))
+
+
+def test_exploding_parameters_stop_the_run_before_they_are_saved(setup, tmp_path):
+    """lr=1e30 keeps the loss finite for a while (LayerNorm rescales), but the weights explode at once: the
+    guard stops there, so no checkpoint with exploded weights is kept to "resume" from."""
+    from jaxdistill.train import NonFiniteError, train_and_evaluate
+    config = _config(setup, steps=4, checkpoint_every=1, log_every=1, lr=1e30, warmup_steps=0,
+                     async_checkpoint=False)
+    work = str(tmp_path / "work")
+    # the parameter norm itself overflows float32 here (inf): either wording names step 1 and the fix
+    with pytest.raises(NonFiniteError, match=r"(parameters exploded|non-finite loss or gradients) at step 1 "
+                                             r"\(.*param(eter)?[_ ]norm.* no earlier checkpoint exists: "
+                                             r"rerun the same command with a lower learning rate \(e.g. "
+                                             r"--config.train.lr=1e\+29\).*starts from step 0"):
+        train_and_evaluate(config, work)
+    assert _finalized_steps(work) == []
 
 
 def test_incompatible_config_is_refused_and_metrics_are_written(setup, tmp_path):

@@ -24,7 +24,7 @@ import csv
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from jaxdistill.errors import CorpusError  # noqa: F401  (re-exported)
 
 SOURCES = ("text", "hf", "tfds", "builtin")
@@ -82,6 +82,28 @@ def _list_files(path: str, exts: tuple, what: str) -> List[str]:
     return files
 
 
+def not_utf8_error(path: str, reason: str, offset: int) -> CorpusError:
+    return CorpusError(f"corpus file {path!r} is not UTF-8 text ({reason} at byte {offset} of the file); "
+                       "convert it to UTF-8")
+
+
+def first_invalid_utf8(path: str) -> Optional[Tuple[int, str]]:
+    """(byte offset within the file, reason) of the first byte that is not valid UTF-8, or None."""
+    dec = codecs.getincrementaldecoder("utf-8")()
+    read = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_PROBE_BYTES)
+            pending = len(dec.getstate()[0])  # bytes of a character split by the previous chunk
+            try:
+                dec.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:  # e.start counts from the pending bytes, then this chunk
+                return read - pending + e.start, e.reason
+            if not chunk:
+                return None
+            read += len(chunk)
+
+
 def _probe_text(path: str) -> bool:
     """Reads the start of a file as UTF-8; returns whether it has non-blank text (reading further if needed)."""
     dec = codecs.getincrementaldecoder("utf-8")()
@@ -98,8 +120,8 @@ def _probe_text(path: str) -> bool:
                 if dec.decode(chunk, final=False).strip():
                     return True
     except UnicodeDecodeError as e:
-        raise CorpusError(f"corpus file {path!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
-                          "convert it to UTF-8") from None
+        offset, reason = first_invalid_utf8(path) or (e.start, e.reason)
+        raise not_utf8_error(path, reason, offset) from None
     except OSError as e:
         raise CorpusError(f"corpus file {path!r} cannot be read: {e.strerror}; check its permissions") from None
 
@@ -149,9 +171,9 @@ class TextCorpus(Corpus):
                                 batch = []
                     if lines:
                         batch.append("\n".join(lines))
-            except UnicodeDecodeError as e:
-                raise CorpusError(f"corpus file {path!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
-                                  "convert it to UTF-8") from None
+            except UnicodeDecodeError as e:  # e.start counts within a decoded block, not the file
+                offset, reason = first_invalid_utf8(path) or (e.start, e.reason)
+                raise not_utf8_error(path, reason, offset) from None
             if len(batch) >= batch_size:
                 yield batch
                 batch = []

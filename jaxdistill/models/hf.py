@@ -10,6 +10,7 @@ kept attention scale) are written in jaxdistill's own format: the same tensor na
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import jax
 import numpy as np
 
 from jaxdistill.models.bert import BertConfig, init_params
-from jaxdistill.errors import CheckpointError, OutputExistsError  # noqa: F401  (re-exported)
+from jaxdistill.errors import CheckpointError, OutputExistsError, StorageError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +168,48 @@ def resolve_path(path_or_id: str) -> str:
             "or unset HF_HUB_OFFLINE when online.") from e
 
 
+def read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    """The tensors of one safetensors file; an unreadable or corrupt file is a CheckpointError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return dict(load_file(path))
+    except PermissionError as e:
+        raise CheckpointError(f"cannot read {path}: permission denied; fix its permissions") from e
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:160]}); it is "
+                              "truncated or corrupt: download or export it again") from e
+
+
+def read_torch_weights(path: str) -> Dict[str, np.ndarray]:
+    """A `pytorch_model.bin` read with torch's weights-only loader. A file it rejects (it holds pickled objects
+    other than tensors) is refused, never unpickled unsafely; a corrupt one is named."""
+    import pickle
+    import torch
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds pickled Python objects besides tensors, which jaxdistill does not load (unpickling "
+            "them can run arbitrary code). Use a checkpoint with model.safetensors, or convert this one to "
+            "safetensors on a machine and with code you trust") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]}); it "
+                              "is truncated or corrupt: download it again") from e
+    return {k: v.float().numpy() for k, v in state.items()}
+
+
 def _read_tensors(directory: str) -> Dict[str, np.ndarray]:
     st = os.path.join(directory, "model.safetensors")
     if os.path.exists(st):
-        from safetensors.numpy import load_file
-        return dict(load_file(st))
+        return read_safetensors(st)
     index = os.path.join(directory, "model.safetensors.index.json")
     if os.path.exists(index):
-        from safetensors.numpy import load_file
         with open(index) as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
         tensors: Dict[str, np.ndarray] = {}
         for shard in shards:
-            tensors.update(load_file(os.path.join(directory, shard)))
+            tensors.update(read_safetensors(os.path.join(directory, shard)))
         return tensors
     binary = os.path.join(directory, "pytorch_model.bin")
     if os.path.exists(binary):
@@ -189,8 +219,7 @@ def _read_tensors(directory: str) -> Dict[str, np.ndarray]:
             raise CheckpointError(
                 f"{directory} has only pytorch_model.bin, which needs torch to read; install torch==2.13.0 "
                 "or convert the checkpoint to model.safetensors") from e
-        state = torch.load(binary, map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() for k, v in state.items()}
+        return read_torch_weights(binary)
     raise CheckpointError(
         f"no weights in {directory}: expected model.safetensors (or model.safetensors.index.json, or "
         "pytorch_model.bin)")
@@ -281,14 +310,60 @@ def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenize
             config.num_attention_heads, config.attention_head_size, config.hidden_size, config.scale_dim)
     hf_cfg["architectures"] = [arch]
     hf_cfg["tie_word_embeddings"] = True
-    os.makedirs(out_dir, exist_ok=True)
-    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf_cfg, f, indent=2, sort_keys=True)
+    copied = []
     if tokenizer_from:
         copied = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(tokenizer_from, n))]
         if not copied:
             raise FileNotFoundError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {tokenizer_from!r}")
+    partial = partial_dir(out_dir)
+    with export_storage_errors(out_dir):
+        shutil.rmtree(partial, ignore_errors=True)  # left by an export that was interrupted
+        os.makedirs(partial)
+        weights = os.path.join(partial, "model.safetensors")
+        save_file(tensors, weights, metadata={"format": "pt"})
+        os.chmod(weights, 0o666 & ~current_umask())  # safetensors writes 0600 through a temp file
+        with open(os.path.join(partial, "config.json"), "w") as f:
+            json.dump(hf_cfg, f, indent=2, sort_keys=True)
         for name in copied:
-            shutil.copyfile(os.path.join(tokenizer_from, name), os.path.join(out_dir, name))
+            shutil.copyfile(os.path.join(tokenizer_from, name), os.path.join(partial, name))
+        publish(partial, out_dir)
     return fmt
+
+
+def partial_dir(out_dir: str) -> str:
+    """Where an export is written before it is renamed to `out_dir` (beside it, on the same filesystem)."""
+    return os.path.abspath(out_dir).rstrip(os.sep) + ".partial"
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(partial: str, out_dir: str) -> None:
+    """Moves the finished export in `partial` to `out_dir`, as the export's last act: a missing or empty
+    `out_dir` is replaced by renaming the whole directory, so it exists only complete; into a non-empty one
+    (overwrite) each file is renamed over its old version, config.json last, and other files are kept."""
+    if os.path.isdir(out_dir) and not os.listdir(out_dir):
+        os.rmdir(out_dir)
+    if not os.path.lexists(out_dir):
+        os.rename(partial, out_dir)
+        return
+    names = sorted(os.listdir(partial), key=lambda name: name == "config.json")
+    for name in names:
+        os.replace(os.path.join(partial, name), os.path.join(out_dir, name))
+    os.rmdir(partial)
+
+
+@contextlib.contextmanager
+def export_storage_errors(out_dir: str):
+    """A failed write of the export (disk full, permission denied) -> StorageError naming the file and fix."""
+    from safetensors import SafetensorError
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        where = getattr(e, "filename", None) or out_dir
+        raise StorageError(f"exporting the model to {out_dir} failed writing {where} ({getattr(e, 'strerror', None) or e}); "
+                           "nothing was exported: free space or fix permissions there, and rerun the same command"
+                           ) from e

@@ -11,17 +11,19 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import jax
 import numpy as np
+import optax
 
 from jaxdistill import checkpoint as ckpt_lib
+from jaxdistill import interrupts
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import pruning
 from jaxdistill import sharding as shard_lib
 from jaxdistill.data import build_pretraining_data
-from jaxdistill.errors import OutputExistsError
+from jaxdistill.errors import ConfigError, NonFiniteError, OutputExistsError
 from jaxdistill.experiment import Experiment, resolve
 from jaxdistill.hosts import process_slice
 from jaxdistill.models import logical_axes
@@ -30,11 +32,11 @@ from jaxdistill.train.export import export_student
 from jaxdistill.train.models import load_models
 from jaxdistill.train.state import TrainState, abstract_like, create_state, put_global, to_host
 from jaxdistill.train.step import Placement, StepFns, build_step_fns
+from jaxdistill.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
-NONFINITE_ADVICE = ("Nothing from this step on was saved; the last good checkpoint is kept. Lower train.lr, "
-                    "enable train.grad_clip, or check the data.")
+MAX_PARAM_GROWTH = 100.0  # default train.max_param_growth: see param_norm_limit
 
 
 @dataclasses.dataclass
@@ -152,32 +154,50 @@ def log_scalars(run: Run, window: list, meter: metrics_lib.Throughput, done: int
     return scalars
 
 
-def fetch_checked(pending: list) -> list:
-    """Fetches the pending (step, metrics) pairs and raises NonFiniteError at the first non-finite one."""
-    if not pending:
-        return []
-    fetched = jax.device_get([m for _, m in pending])
-    for (step, _), m in zip(pending, fetched):
-        metrics_lib.check_finite(step, m, NONFINITE_ADVICE)
-    return fetched
+def check_workdir(workdir: str) -> str:
+    """The absolute workdir; a path that exists and is not a directory is a ConfigError naming it."""
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir {workdir!r} is a file, not a directory; pass a directory (it is created "
+                          "when missing)")
+    return workdir
 
 
-def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: str) -> dict:
+def export_is_finished(export_dir: str) -> bool:
+    """Whether `export_dir` holds a finished export (it is renamed into place complete, as the last act)."""
+    return all(os.path.isfile(os.path.join(export_dir, name)) for name in ("config.json", "model.safetensors"))
+
+
+def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: str,
+                       restart_from_scratch: bool = False) -> dict:
     """Runs (or resumes) the distillation in `workdir`; returns a summary dict.
 
-    Resumes from the newest readable checkpoint in `<workdir>/checkpoints`; saves every
-    `train.checkpoint_every` steps, at the end and on preemption; writes `metrics.jsonl` and TensorBoard
-    events; exports the (compacted) student to `<workdir>/<export.dir>`. Returns {"status": "completed" |
-    "preempted" | "already_complete", "step", "workdir", "metrics" (the last logged scalars), and after an
-    export "export_dir", "export_format", and for a pruned student "widths", "params"}.
+    Holds the workdir's lock (`jaxdistill.workdir_lock`) for the whole run: a second run on the same workdir
+    raises WorkdirInUseError before writing anything. Resumes from the newest readable checkpoint in
+    `<workdir>/checkpoints` (when every checkpoint is damaged it refuses unless `restart_from_scratch`);
+    saves every `train.checkpoint_every` steps, at the end and on preemption; writes `metrics.jsonl` (lines
+    past the restored step are dropped) and TensorBoard events; exports the (compacted) student to
+    `<workdir>/<export.dir>`. A finished run is one whose export exists: a rerun after an interrupted export
+    redoes it. Returns {"status": "completed" | "preempted" | "already_complete", "step", "workdir",
+    "metrics" (the last logged scalars), and after an export "export_dir", "export_format", and for a pruned
+    student "widths", "params"}.
     """
     exp = config_or_experiment
     if not isinstance(exp, Experiment) or exp.mesh_shape is None:
         config = exp.config if isinstance(exp, Experiment) else exp
         shard_lib.maybe_initialize_distributed(config.get("multihost"))
         exp = resolve(config, num_devices=jax.device_count(), process_count=jax.process_count())
+    workdir = check_workdir(workdir)
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+    if lock is None:
+        return run_in_workdir(exp, workdir, None, restart_from_scratch)
+    with lock, interrupts.run_on_interrupt(lock.release):
+        return run_in_workdir(exp, workdir, lock, restart_from_scratch)
+
+
+def run_in_workdir(exp: Experiment, workdir: str, lock: Optional[WorkdirLock], restart_from_scratch: bool) -> dict:
+    """`train_and_evaluate` once the workdir is this run's (see there)."""
     config = exp.config
-    workdir = os.path.abspath(workdir)
     config_dict = config.to_dict()
     ckpt_lib.check_compatible(workdir, config_dict)
     t = config.train
@@ -187,7 +207,7 @@ def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: st
                                          keep=int(t.get("keep_checkpoints", 3)),
                                          async_save=bool(t.get("async_checkpoint", True)))
     if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) and not exp.export_overwrite:
-        if checkpointer.steps() and checkpointer.steps()[-1] >= total:
+        if export_is_finished(export_dir) and checkpointer.steps() and checkpointer.steps()[-1] >= total:
             log.info("%s already holds a finished run (step %d) and its export; nothing to do", workdir, total)
             return {"status": "already_complete", "step": checkpointer.steps()[-1], "workdir": workdir,
                     "export_dir": export_dir, "metrics": {}}
@@ -196,14 +216,15 @@ def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: st
             "--config.export.overwrite=True to replace them, or set --config.export.dir to a new place")
 
     run = build_run(exp)
-    restored = checkpointer.restore_latest(abstract_like(run.state, run.placement.state_shardings))
+    restored = checkpointer.restore_latest(abstract_like(run.state, run.placement.state_shardings),
+                                           restart_from_scratch=restart_from_scratch)
     start = 0
     if restored is not None:
         start, run.state, _ = restored
         run.host_step = start
         log.info("resumed from step %d in %s", start, checkpointer.directory)
     ckpt_lib.write_config(workdir, config_dict)
-    status, done, last = loop(run, checkpointer, workdir, start)
+    status, done, last = loop(run, checkpointer, workdir, start, lock)
     summary = {"status": status, "step": done, "workdir": workdir, "metrics": last}
     checkpointer.close()
     if status != "completed":
@@ -220,13 +241,67 @@ def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: st
     return summary
 
 
-def loop(run: Run, checkpointer, workdir: str, start: int):
-    """The train loop from step `start`: returns (status, steps done, the last logged scalars)."""
+def param_norm_limit(run: Run) -> float:
+    """The student's parameter norm past which a step counts as exploded: `train.max_param_growth` (default
+    100) times its norm at the start of this run. No sane step grows a distilled student's weights 100-fold."""
+    start_norm = float(jax.device_get(optax.tree.norm(run.state.params["student"])))
+    return float(run.experiment.config.train.get("max_param_growth", MAX_PARAM_GROWTH)) * max(start_norm, 1e-6)
+
+
+def check_step(step: int, scalars: dict, norm_limit: float) -> None:
+    """Raises NonFiniteError when step `step` had a non-finite metric or left the parameters exploded."""
+    metrics_lib.check_finite(step, scalars, "")
+    norm = float(scalars.get("train/param_norm", 0.0))
+    if norm > norm_limit:
+        raise NonFiniteError(f"the student's parameters exploded at step {step} (parameter norm {norm:.3g}, over "
+                             f"the limit {norm_limit:.3g}: train.max_param_growth x its norm at the start).")
+
+
+def resume_advice(checkpointer, config) -> str:
+    """What to do after a NonFiniteError: which step the rerun resumes from, and with what change."""
+    steps = checkpointer.steps()
+    lr = float(config.train.lr)
+    change = (f"a lower learning rate (e.g. --config.train.lr={lr / 10:.3g}) or gradient clipping "
+              "(--config.train.grad_clip=1.0), or check the data")
+    if not steps:
+        return (f" Nothing was saved from this step on and no earlier checkpoint exists: rerun the same command "
+                f"with {change}; it starts from step 0.")
+    return (f" Nothing was saved from this step on; the newest checkpoint, step {steps[-1]}, is finite and sane: "
+            f"rerun the same command with {change} to resume from step {steps[-1]}.")
+
+
+def fetch_checked(pending: list, norm_limit: float = float("inf")) -> list:
+    """Fetches the pending (step, metrics) pairs and raises NonFiniteError at the first bad one (a non-finite
+    metric, or parameters past `norm_limit`)."""
+    if not pending:
+        return []
+    fetched = jax.device_get([m for _, m in pending])
+    for (step, _), m in zip(pending, fetched):
+        check_step(step, m, norm_limit)
+    return fetched
+
+
+def loop(run: Run, checkpointer, workdir: str, start: int, lock: Optional[WorkdirLock] = None):
+    """The train loop from step `start`: returns (status, steps done, the last logged scalars).
+
+    Every step's metrics are checked (`check_step`) before the state after it is saved, so a checkpoint only
+    ever holds finite parameters that were not exploding; a NonFiniteError says which step a rerun resumes
+    from. `lock` is checked before every save (a run that lost its workdir stops without saving).
+    """
+    try:
+        return loop_steps(run, checkpointer, workdir, start, lock)
+    except NonFiniteError as e:
+        raise NonFiniteError(str(e).rstrip() + resume_advice(checkpointer, run.experiment.config)) from None
+
+
+def loop_steps(run: Run, checkpointer, workdir: str, start: int, lock: Optional[WorkdirLock]):
+    """`loop` without the resume advice on a NonFiniteError."""
     exp, config = run.experiment, run.experiment.config
     t, total = config.train, exp.steps
     metrics_cfg = config.get("metrics") or {}
     writer = metrics_lib.MetricWriter(workdir, total, start, tensorboard=metrics_cfg.get("tensorboard", True),
-                                      progress=metrics_cfg.get("progress", True))
+                                      progress=metrics_cfg.get("progress", True), drop_after=start)
+    norm_limit = param_norm_limit(run)
     meter = metrics_lib.Throughput(metrics_lib.device_peak_flops(override=metrics_cfg.get("peak_flops")),
                                    jax.device_count())
     watcher = ckpt_lib.PreemptionWatcher()
@@ -249,7 +324,7 @@ def loop(run: Run, checkpointer, workdir: str, start: int):
             stop = watcher.should_stop(done)
             if not (is_log or is_ckpt or is_eval or stop):
                 continue
-            window += fetch_checked(pending)
+            window += fetch_checked(pending, norm_limit)
             pending = []
             evaluated = {}
             if is_eval:
@@ -266,6 +341,8 @@ def loop(run: Run, checkpointer, workdir: str, start: int):
                 last = dict(last, **evaluated)
             writer.advance(done)
             if is_ckpt or stop:
+                if lock is not None:
+                    lock.check()
                 checkpointer.save(done, run.state, {"step": int(done), "data_seed": int(config.data.seed)},
                                   force=stop)
             if stop and done < total:

@@ -1,6 +1,7 @@
 """The distillation step as pure functions, jitted once with shardings from the logical-axis rules.
 
-`distill_step(state, teacher_params, batch) -> (state, metrics)`: teacher forward under stop_gradient, student
+`distill_step(state, teacher_params, batch) -> (state, metrics)` (metrics: the loss terms, `train/grad_norm`
+and `train/param_norm`, the student's parameter norm after the update): teacher forward under stop_gradient, student
 forward with the HomoDistil masks, the recipe's objective, gradients (optionally accumulated over micro-batches
 with `lax.scan`), the optax update (scaled by the recipe's `update_scale`, e.g. MobileBERT's progressive
 transfer) and the importance update from the same gradients. It donates the state (argument 0), never the
@@ -109,9 +110,11 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
         if pruning_on:
             importance = pruning.update_importance(importance, state.params["student"], grads["student"],
                                                    state.step, pruning_config)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  opt_state=opt_state, importance=importance, rng=rng)
-        return new_state, dict(terms, loss=loss, **{"train/grad_norm": optax.tree.norm(grads)})
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, importance=importance,
+                                  rng=rng)
+        return new_state, dict(terms, loss=loss, **{"train/grad_norm": optax.tree.norm(grads),
+                                                    "train/param_norm": optax.tree.norm(params["student"])})
 
     def prune_step(state: TrainState):
         masks, params, opt_state = pruning.prune_update(state.masks, state.importance, state.params,
