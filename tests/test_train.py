@@ -279,7 +279,8 @@ def test_export_from_workdir_matches_the_runs_own_export(reference, tmp_path):
     _, _, ref_work = reference
     out = str(tmp_path / "student")
     info = export_from_workdir(ref_work, out)
-    assert info["step"] == 12 and info["format"] == "jaxdistill"  # head dims were pruned: own format
+    # head dims were pruned (8 -> 6): a standard BERT with the attention scale folded into the query
+    assert info["step"] == 12 and info["format"] == "hf" and info["query_scale"] != 1.0
     cfg_a, params_a = hf.load(out)
     cfg_b, params_b = hf.load(os.path.join(ref_work, "export"))
     assert cfg_a == cfg_b and (cfg_a.hidden_size, cfg_a.intermediate_size, cfg_a.attention_head_size) == (24, 32, 6)

@@ -25,7 +25,7 @@ from jaxdistill.errors import OutputExistsError
 from jaxdistill.experiment import Experiment, resolve
 from jaxdistill.models import logical_axes
 from jaxdistill.optimizer import make_lr_schedule, make_optimizer
-from jaxdistill.train.export import export_student
+from jaxdistill.train.export import card_metadata, export_student
 from jaxdistill.train.models import load_models
 from jaxdistill.train.state import TrainState, abstract_like, create_state, put_global, to_host
 from jaxdistill.train.step import Placement, StepFns, build_step_fns
@@ -207,7 +207,7 @@ def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: st
         summary["params"] = pruning.count_params(run.student_config, masks)
     if export_dir and jax.process_index() == 0:
         result = export_student(run.student_config, student, masks, export_dir, run.experiment.tokenizer_dir,
-                                overwrite=exp.export_overwrite)
+                                overwrite=exp.export_overwrite, metadata=card_metadata(config, done, last))
         summary.update(export_format=result["format"], export_dir=export_dir)
     return summary
 
