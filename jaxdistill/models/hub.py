@@ -54,13 +54,15 @@ def download_command(hub_id: str, files: Optional[List[str]] = None) -> str:
 
 def _unreachable(hub_id: str, what: str, error: Exception) -> ModelError:
     """The error for a hub model that is neither local, cached nor reachable, naming how to get it."""
-    where = "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache" if is_offline() else \
-        "the hub could not be reached or has no such model"
+    if is_offline():
+        why = "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
+    else:
+        detail = str(error).strip().splitlines()
+        why = f"{type(error).__name__}: {detail[0] if detail else 'no details'}"
     return ModelError(
-        f"{hub_id!r} is not a local directory and its {what} could not be fetched from the Hugging Face hub "
-        f"({where}; {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Download it "
-        f"where you are online with `{download_command(hub_id)}` (it lands in the cache, which works offline "
-        f"afterwards), or pass a local directory with config.json and model.safetensors.")
+        f"teacher/model {hub_id!r} is not a local directory and its {what} could not be fetched from the Hugging "
+        f"Face hub ({why}). Download it where you are online with `{download_command(hub_id)}` (the cache then "
+        "works offline too), or pass a local directory with config.json and model.safetensors")
 
 
 def fetch_config(hub_id: str) -> str:
