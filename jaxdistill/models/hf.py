@@ -302,8 +302,7 @@ def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenize
     written as `BertForMaskedLM` with its pooler kept (so `AutoModel` misses nothing), a classifier as
     `BertForSequenceClassification`, otherwise `BertModel`. `params` may be boxed as `Bert.init` returns
     them. Tokenizer files are copied from `tokenizer_from` (a directory or hub id) when given; `metadata` goes
-    into the model card
-    (see `model_card`).
+    into the model card (see `model_card`).
 
     Returns {"format": "hf" | "jaxdistill", "architecture", "out_dir", "params" (parameters written),
     "padding_params", "padding_fraction", "added_heads", "query_scale", "kept_head_dim"}.
