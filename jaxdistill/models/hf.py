@@ -265,6 +265,18 @@ def host_params(params: Mapping[str, Any]) -> Dict[str, Any]:
     return jax.tree.map(np.asarray, nn.meta.unbox(params))
 
 
+def parts_of(config: BertConfig, params: Mapping[str, Any]) -> Dict[str, Any]:
+    """`params` without the heads `config` does not have (a pooler, MLM head or classifier left in the tree)."""
+    absent = set()
+    if not config.with_pooler:
+        absent.add("pooler")
+    if not config.with_mlm_head:
+        absent.update(("mlm_transform", "mlm_LayerNorm", "mlm_bias"))
+    if not config.num_labels:
+        absent.add("classifier")
+    return {k: v for k, v in params.items() if k not in absent}
+
+
 def architecture_of(config: BertConfig) -> str:
     """The transformers class an export is written as: a classifier, an MLM model, or the bare encoder."""
     if config.num_labels:
@@ -300,7 +312,8 @@ def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenize
     zero-padded), at the cost reported as `padding_params`. `own_format=True` writes such a model unpadded in
     jaxdistill's own format instead (`model_type: "jaxdistill-bert"`, read by `load`). An MLM model is
     written as `BertForMaskedLM` with its pooler kept (so `AutoModel` misses nothing), a classifier as
-    `BertForSequenceClassification`, otherwise `BertModel`. `params` may be boxed as `Bert.init` returns
+    `BertForSequenceClassification`, otherwise `BertModel`; heads the config does not have (`with_pooler`,
+    `with_mlm_head`, `num_labels`) are left out even when `params` holds them. `params` may be boxed as `Bert.init` returns
     them. Tokenizer files are copied from `tokenizer_from` (a directory or hub id) when given; `metadata` goes
     into the model card (see `model_card`).
 
@@ -308,7 +321,7 @@ def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenize
     "padding_params", "padding_fraction", "added_heads", "query_scale", "kept_head_dim"}.
     """
     check_out_dir(out_dir, overwrite)
-    params = host_params(params)
+    params = parts_of(config, host_params(params))
     info: Dict[str, Any] = dict(format="hf", architecture=architecture_of(config), out_dir=out_dir,
                                 padding_params=0, added_heads=0, query_scale=1.0,
                                 kept_head_dim=config.attention_head_size)
