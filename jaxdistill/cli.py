@@ -99,16 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", "export the student of a distill WORKDIR as a model directory", """
         Restores the newest checkpoint of a distillation run (or --step), compacts the pruned student and
-        writes it to OUT as a Hugging Face BERT directory (or jaxdistill's own format when its shapes need it),
-        with the teacher's tokenizer files.
+        writes it to OUT as a standard Hugging Face BERT directory (AutoModel, AutoModelForMaskedLM and
+        pipeline("fill-mask") load it with the same outputs; non-standard head widths are zero-padded and the
+        overhead reported), with the teacher's tokenizer files and a model card (README.md).
         """, """
-        example:
+        examples:
           jaxdistill export --workdir /tmp/smoke --out /tmp/smoke-student --step 6
+          jaxdistill export --workdir runs/tiny --out runs/tiny/student --push-to-hub me/homobert-tiny
         """)
     p.add_argument("--workdir", required=True, help="the --workdir of a `jaxdistill distill` run")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--own-format", action="store_true",
+                   help="write non-standard head widths unpadded in jaxdistill's own format (jaxdistill loads "
+                        "it; transformers does not)")
+    p.add_argument("--push-to-hub", metavar="REPO", default=None,
+                   help="also upload OUT to this Hugging Face hub repository (needs network and `hf auth login`)")
 
     p = add("finetune", "fine-tune a model on a classification task and evaluate it", """
         Fine-tunes config.model on config.task in WORKDIR and evaluates it on the validation split; writes
@@ -280,9 +287,17 @@ def cmd_export(args, overrides) -> int:
         what = "is a file" if os.path.exists(args.workdir) else "does not exist"
         raise FileNotFoundError(f"workdir {args.workdir!r} {what}; pass the --workdir of a "
                                 "`jaxdistill distill` run")
-    result = train.export_from_workdir(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
+    if args.push_to_hub:
+        from jaxdistill.models import hub
+        hub.check_can_push(args.push_to_hub)  # fail before the work when offline
+    result = train.export_from_workdir(args.workdir, args.out, step=args.step, overwrite=args.overwrite,
+                                       own_format=args.own_format)
+    padding = (f", of which {_fmt_params(result['padding_params'])} zero padding that makes it a standard BERT"
+               if result.get("padding_params") else "")
     print(f"exported step {result['step']} to {result['out_dir']} ({result['format']} format, "
-          f"{_fmt_params(result.get('params'))} parameters)", flush=True)
+          f"{_fmt_params(result.get('params'))} parameters{padding})", flush=True)
+    if args.push_to_hub:
+        print(f"pushed to {hub.push_to_hub(args.out, args.push_to_hub)}", flush=True)
     return EXIT_OK
 
 

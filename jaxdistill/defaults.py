@@ -39,8 +39,13 @@ def base_config(recipe: str = "homodistil") -> ml_collections.ConfigDict:
     # Mesh axis sizes; -1 = the rest of the devices. Rules map logical axes to mesh axes (None = default table).
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
-    c.multihost = ml_collections.ConfigDict(dict(initialize=False, coordinator_address="", num_processes=0,
-                                                 process_id=0))
+    # Multi-host: initialize=True starts jax.distributed, which detects Slurm, TPU pods, Kubernetes and Open MPI;
+    # the other fields (unset = detected) override it, e.g. on loopback (launch/local_multihost.sh).
+    c.multihost = ml_collections.ConfigDict(dict(
+        initialize=False, coordinator_address="",
+        num_processes=ml_collections.FieldReference(None, field_type=int),
+        process_id=ml_collections.FieldReference(None, field_type=int),
+        local_device_ids=ml_collections.FieldReference(None, field_type=list)))
     c.metrics = ml_collections.ConfigDict(dict(peak_flops=0.0, tensorboard=True, progress=True))
     c.export = ml_collections.ConfigDict(dict(enabled=True, dir="export", overwrite=False))
     c.debug = ml_collections.ConfigDict(dict(nan_at_step=ml_collections.FieldReference(None, field_type=int)))

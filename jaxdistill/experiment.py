@@ -3,7 +3,8 @@
 `resolve(config)` checks every section (train, teacher and student shapes, recipe and layer maps, pruning
 targets, data, mesh and batch divisibility, sharding rules, export) without loading weights or reading the
 corpus, and raises the first problem as a `ConfigError` (exit 2) naming the field and the fix, or a
-`ModelError`/`FileNotFoundError` (exit 3) for a teacher that is not there. `jaxdistill distill --dry-run`,
+`ModelError`/`FileNotFoundError` (exit 3) for a teacher that is not there. A hub teacher's shape comes from
+its config.json (fetched alone, or from the Hugging Face cache). `jaxdistill distill --dry-run`,
 `train.build_run` and `train.train_and_evaluate` all take the `Experiment` it returns, so no check runs twice
 and none is written twice: each section's checks live in the module that owns it (`optimizer`,
 `layer_map`, `objectives`, `pruning`, `data`, `sharding`), and this module only composes them.
@@ -96,17 +97,19 @@ def check_train_section(t) -> None:
 def teacher_config_of(path: str) -> Tuple[BertConfig, str]:
     """The teacher's BertConfig without loading weights, and where it came from.
 
-    A local directory -> its config.json; a hub id not present locally -> `BertConfig()` (the bert-base
-    shape, which the paper presets use); a missing local path -> FileNotFoundError.
+    A local directory -> its config.json; a hub id (`name[@revision]`) -> its config.json alone, fetched
+    from the hub or found in the Hugging Face cache, so the run is validated against the teacher's real
+    shape; a hub id that cannot be had (offline and not cached) -> ModelError (exit 3) naming the download
+    command; a missing local path -> FileNotFoundError.
     """
     if not path:
         raise ConfigError("teacher.path is empty: give a Hugging Face BERT directory (or hub id when online)")
     if os.path.isdir(path):
         return hf.load_config(path, with_mlm_head=True, with_pooler=True), path
     if hf.looks_like_hub_id(path):
-        return BertConfig(), f"{path} (hub id; validated against the bert-base shape)"
+        return hf.config_of(path, with_mlm_head=True, with_pooler=True), f"{path} (hub)"
     raise FileNotFoundError(f"teacher directory {path!r} does not exist; set --config.teacher.path to a Hugging "
-                            "Face BERT directory (config.json + model.safetensors) or a hub id when online")
+                            "Face BERT directory (config.json + model.safetensors) or a hub id")
 
 
 def student_config_of(teacher: BertConfig, student_section) -> Tuple[BertConfig, str, Tuple[int, ...]]:

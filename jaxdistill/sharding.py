@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -170,32 +169,58 @@ def jit_with_rules(fn: Callable, rules, **jit_kwargs) -> Callable:
     return jax.jit(wrapped, **jit_kwargs)
 
 
-def maybe_initialize_distributed(cfg: Optional[Mapping[str, Any]] = None) -> bool:
-    """Calls `jax.distributed.initialize` when asked by the config or the environment.
+def _optional_int(cfg: Mapping[str, Any], name: str, unset: Tuple[Any, ...], minimum: int) -> Optional[int]:
+    """`cfg[name]` as an int, or None when it is one of the `unset` placeholders."""
+    value = cfg.get(name)
+    if value in unset:
+        return None
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"multihost.{name} must be an integer (got {value!r})") from None
+    if value < minimum:
+        raise ConfigError(f"multihost.{name} must be >= {minimum} (got {value}); leave it unset to let JAX detect it")
+    return value
 
-    Config `multihost`: {initialize: bool | "auto", coordinator_address, num_processes, process_id,
-    local_device_ids}. The environment variables JAXDISTILL_COORDINATOR, JAXDISTILL_NUM_PROCESSES and
-    JAXDISTILL_PROCESS_ID (set by launch/local_multihost.sh and the Slurm script) take precedence. On Cloud
-    TPU, `initialize: "auto"` lets JAX discover everything. Returns True when it initialized.
+
+def distributed_arguments(cfg: Optional[Mapping[str, Any]]) -> Optional[dict]:
+    """The keyword arguments for `jax.distributed.initialize`, or None when the config does not ask for it.
+
+    Config `multihost`: `initialize` (True: start jax.distributed) and the overrides `coordinator_address`
+    ("host:port"), `num_processes`, `process_id`, `local_device_ids` (unset: None, or the older placeholders
+    "" and 0 processes; JAX detects them). A coordinator address or a process count also asks for
+    initialization. Only the overrides that are set are passed, so JAX's own cluster detection (Slurm, Cloud
+    TPU pods, Kubernetes / GKE, Open MPI) fills in the rest.
     """
     cfg = dict(cfg or {})
-    env = os.environ
-    coordinator = env.get("JAXDISTILL_COORDINATOR") or cfg.get("coordinator_address")
-    num = env.get("JAXDISTILL_NUM_PROCESSES") or cfg.get("num_processes")
-    pid = env.get("JAXDISTILL_PROCESS_ID") or cfg.get("process_id")
-    want = cfg.get("initialize", False) or bool(env.get("JAXDISTILL_COORDINATOR"))
-    if not want:
+    coordinator = str(cfg.get("coordinator_address") or "") or None
+    num_processes = _optional_int(cfg, "num_processes", (None, "", 0), 1)
+    if not (cfg.get("initialize", False) or coordinator or num_processes):
+        return None
+    given = {"coordinator_address": coordinator, "num_processes": num_processes,
+             "process_id": _optional_int(cfg, "process_id", (None, "", -1), 0),
+             "local_device_ids": None if cfg.get("local_device_ids") is None else
+             [int(i) for i in cfg["local_device_ids"]]}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def maybe_initialize_distributed(cfg: Optional[Mapping[str, Any]] = None) -> bool:
+    """Starts `jax.distributed` when the config asks for it (see `distributed_arguments`); returns True
+    when it did. On a cluster JAX detects, `--config.multihost.initialize=True` is all it takes; the
+    explicit fields override what JAX would detect (`launch/local_multihost.sh` sets all three on
+    loopback). Raises ConfigError when JAX cannot work out the coordinator, process count or process id.
+    """
+    kwargs = distributed_arguments(cfg)
+    if kwargs is None or jax.distributed.is_initialized():
         return False
-    if jax.distributed.is_initialized():
-        return False
-    kwargs = {}
-    if coordinator:
-        if num is None or pid is None:
-            raise ConfigError("multi-host: a coordinator address needs num_processes and process_id too "
-                             "(JAXDISTILL_NUM_PROCESSES / JAXDISTILL_PROCESS_ID)")
-        kwargs = dict(coordinator_address=coordinator, num_processes=int(num), process_id=int(pid))
-        if cfg.get("local_device_ids") is not None:
-            kwargs["local_device_ids"] = list(cfg["local_device_ids"])
-    log.info("jax.distributed.initialize(%s)", kwargs or "auto")
-    jax.distributed.initialize(**kwargs)
+    given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    log.info("jax.distributed.initialize(%s)%s", given, "" if len(kwargs) >= 3 else ": JAX detects the rest")
+    try:
+        jax.distributed.initialize(**kwargs)
+    except ValueError as e:  # no cluster detected and the overrides do not complete the picture
+        raise ConfigError(
+            f"multi-host start failed ({e}): jax.distributed found no cluster to read the coordinator, process "
+            "count and process id from (it detects Slurm, Cloud TPU pods, Kubernetes and Open MPI jobs by their "
+            "environment); elsewhere give --config.multihost.coordinator_address=HOST:PORT, "
+            "--config.multihost.num_processes=N and --config.multihost.process_id=I") from e
     return True

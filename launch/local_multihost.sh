@@ -4,9 +4,11 @@
 #   launch/local_multihost.sh N [jaxdistill args...]
 #   launch/local_multihost.sh 2 distill --config configs/homodistil.py:smoke --workdir /tmp/mh
 #
-# Each process i gets JAXDISTILL_COORDINATOR=127.0.0.1:PORT (a free port), JAXDISTILL_NUM_PROCESSES=N,
-# JAXDISTILL_PROCESS_ID=i, JAX_PLATFORMS=cpu and DEVICES_PER_PROCESS (default 2) fake CPU devices, so the
-# global mesh has N * DEVICES_PER_PROCESS devices. Output lines are prefixed with "[i] ". All processes share
+# There is no cluster here for jax.distributed to detect, so each process i gets the explicit overrides
+# --config.multihost.coordinator_address=127.0.0.1:PORT (a free port) --config.multihost.num_processes=N
+# --config.multihost.process_id=i appended to its arguments (so the command must take --config: distill),
+# plus JAX_PLATFORMS=cpu and DEVICES_PER_PROCESS (default 2) fake CPU devices, so the global mesh has
+# N * DEVICES_PER_PROCESS devices. Output lines are prefixed with "[i] ". All processes share
 # the workdir (orbax needs every process); only process 0 writes logs and exports.
 # Environment: PYTHON (default: python), DEVICES_PER_PROCESS (2), TIMEOUT_S (1800; 0 = none), PORT (free).
 # Exit status: 0 when every process succeeds; otherwise the first failing process's status (124 on timeout),
@@ -39,9 +41,9 @@ trap 'cleanup; exit 143' TERM
 
 XLA_FLAGS_ALL="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${DEVICES_PER_PROCESS}"
 for ((i = 0; i < N; i++)); do
-  JAXDISTILL_COORDINATOR="127.0.0.1:${PORT}" JAXDISTILL_NUM_PROCESSES="$N" JAXDISTILL_PROCESS_ID="$i" \
-    JAX_PLATFORMS=cpu XLA_FLAGS="$XLA_FLAGS_ALL" \
-    "$PYTHON" -u -m jaxdistill "$@" > >(sed -u "s/^/[$i] /") 2>&1 &
+  JAX_PLATFORMS=cpu XLA_FLAGS="$XLA_FLAGS_ALL" \
+    "$PYTHON" -u -m jaxdistill "$@" --config.multihost.coordinator_address="127.0.0.1:${PORT}" \
+    --config.multihost.num_processes="$N" --config.multihost.process_id="$i" > >(sed -u "s/^/[$i] /") 2>&1 &
   pids+=("$!")
 done
 

@@ -6,8 +6,27 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A private, offline Hugging Face hub cache holding only bert-base-uncased's config.json: the paper presets
+# validate against the real teacher shape without network, and no test reads or writes the user's cache.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+os.environ["HF_HUB_CACHE"] = HUB_CACHE = tempfile.mkdtemp(prefix="jaxdistill-test-hub-")
+atexit.register(shutil.rmtree, HUB_CACHE, True)
 
 import pytest  # noqa: E402
+
+
+def _write_bert_base_config():
+    import json
+    from tiny import write_hub_cache
+    from jaxdistill.models import BertConfig
+    config = dict(BertConfig().to_hf_dict(), architectures=["BertForMaskedLM"])
+    write_hub_cache(HUB_CACHE, "bert-base-uncased", {"config.json": json.dumps(config)})
+
+
+_write_bert_base_config()
 
 
 @pytest.fixture(scope="session")

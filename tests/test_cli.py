@@ -88,6 +88,12 @@ def test_export(distilled, env, capsys):
     assert code == 0 and "exported step 4" in out
     cfg = json.load(open(os.path.join(out_dir, "config.json")))
     assert cfg["hidden_size"] == 24 and os.path.exists(os.path.join(out_dir, "model.safetensors"))
+    assert cfg["model_type"] == "bert" and "head_dim" not in cfg  # head dims 8 -> 6: the scale is folded
+    card = open(os.path.join(out_dir, "README.md")).read()
+    assert "homodistil" in card and env["teacher"] in card and "| training steps | 4 |" in card
+    own = os.path.join(env["root"], "student-own")
+    assert run_cli(capsys, "export", "--workdir", work, "--out", own, "--own-format")[0] == 0
+    assert json.load(open(os.path.join(own, "config.json")))["model_type"] == "jaxdistill-bert"
     assert os.path.exists(os.path.join(out_dir, "vocab.txt")) or os.path.exists(
         os.path.join(out_dir, "tokenizer.json"))
     code, _, err = run_cli(capsys, "export", "--workdir", work, "--out", out_dir)

@@ -41,10 +41,12 @@ def tiny():
 def test_export_loads_in_transformers_with_same_logits(tiny, tmp_path):
     config, params = tiny
     out = str(tmp_path / "student")
-    assert hf.export(config, params, out) == "hf"
+    assert hf.export(config, params, out)["format"] == "hf"
     model, info = transformers.BertForMaskedLM.from_pretrained(out, output_loading_info=True,
                                                               attn_implementation="eager")
-    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    # nothing missing; the pooler (kept for AutoModel) is the one part BertForMaskedLM has no place for
+    assert not info["missing_keys"] and info["unexpected_keys"] <= {"bert.pooler.dense.weight",
+                                                                      "bert.pooler.dense.bias"}, info
     ids, mask, types = _batch(config)
     with torch.no_grad():
         ref = model.eval()(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
@@ -59,12 +61,21 @@ def test_load_of_export_is_bit_exact(tiny, tmp_path):
     hf.export(config, params, out)
     config2, params2 = hf.load(out)
     assert config2 == config.replace(num_labels=0)
-    # BertForMaskedLM has no pooler: the exported MLM model's pooler is recreated, everything else is exact
-    ref = {k: v for k, v in params.items() if k != "pooler"}
-    got = {k: v for k, v in params2.items() if k != "pooler"}
-    assert jax.tree.structure(ref) == jax.tree.structure(got)
-    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+    # the pooler is kept in MLM exports too, so every tensor comes back exactly
+    assert jax.tree.structure(params) == jax.tree.structure(params2)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_loader_names_the_part_it_creates(tiny, tmp_path, caplog):
+    config, params = tiny
+    out = str(tmp_path / "nopooler")
+    hf.export(config.replace(with_pooler=False), {k: v for k, v in params.items() if k != "pooler"}, out)
+    with caplog.at_level(logging.WARNING):
+        _, loaded = hf.load(out)
+    assert "has no pooler (bert.pooler.*); created a new one from seed 0" in caplog.text
+    assert "MLM" not in caplog.text and "tied" not in caplog.text
+    assert loaded["pooler"]["kernel"].shape == (config.hidden_size, config.hidden_size)
 
 
 def test_classifier_and_encoder_only_round_trip(tmp_path):
@@ -178,19 +189,20 @@ def test_export_copies_tokenizer(tiny, tmp_path, minilm_path):
     assert (tmp_path / "t" / "vocab.txt").exists() and (tmp_path / "t" / "tokenizer.json").exists()
 
 
-def test_non_standard_shapes_use_own_format(tmp_path, caplog):
-    config = tiny_config(head_dim=5, attention_scale_dim=8)  # 4 heads x 5 != 32
+def test_non_standard_shapes_export_as_standard_bert_unless_own_format(tmp_path):
+    config = tiny_config(head_dim=5, attention_scale_dim=8)  # 4 heads x 5 != 32: see test_hf_standard.py
     assert not config.is_standard
     params = init_params(config, jax.random.key(0))
-    with caplog.at_level(logging.WARNING):
-        assert hf.export(config, params, str(tmp_path / "own")) == "jaxdistill"
-    assert "own format" in caplog.text
-    config2, params2 = hf.load(str(tmp_path / "own"))
-    assert config2 == config
+    info = hf.export(config, params, str(tmp_path / "std"))
+    assert info["format"] == "hf" and info["padding_params"] > 0
+    assert hf.export(config, params, str(tmp_path / "own"), own_format=True)["format"] == "jaxdistill"
     ids, mask, types = _batch(config)
     a = Bert(config).apply({"params": params}, ids, mask).mlm_logits
-    b = Bert(config2).apply({"params": params2}, ids, mask).mlm_logits
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for name in ("std", "own"):
+        config2, params2 = hf.load(str(tmp_path / name))
+        assert config2.is_standard == (name == "std")
+        b = Bert(config2).apply({"params": params2}, ids, mask).mlm_logits
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
 
 
 def test_config_validation_errors():

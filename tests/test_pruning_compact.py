@@ -1,6 +1,5 @@
 """HomoDistil masks in the forward pass, compaction, parameter accounting and export of the compacted model."""
 import functools
-import logging
 
 import numpy as np
 import pytest
@@ -187,7 +186,7 @@ def _run(config, params, enc, masks=None):
                             jnp.asarray(enc["token_type_ids"]), masks)
 
 
-def test_minilm_head_dim_masks_compact_and_own_format_export(minilm, minilm_batch, tmp_path, caplog):
+def test_minilm_head_dim_masks_compact_and_own_format_export(minilm, minilm_batch, tmp_path):
     config, params = minilm
     masks = _random_masks(np.random.default_rng(7), config, hidden=300, ffn=1000, attn=20, mode="head_dim")
     masked = np.asarray(_run(config, params, minilm_batch, masks).mlm_logits)
@@ -198,10 +197,9 @@ def test_minilm_head_dim_masks_compact_and_own_format_export(minilm, minilm_batc
     valid = minilm_batch["attention_mask"].astype(bool)
     np.testing.assert_allclose(masked[valid], dense[valid], atol=1e-5, rtol=0)
     assert pruning.count_params(config, masks)["compact_total"] == compaction.leaf_count(p2)
-    with caplog.at_level(logging.WARNING):
-        fmt = hf.export(c2, p2, str(tmp_path / "own"))
-    assert fmt == "jaxdistill" and "own format" in caplog.text
-    c3, p3 = hf.load(str(tmp_path / "own"), with_pooler=False)  # MLM exports carry no pooler
+    fmt = hf.export(c2, p2, str(tmp_path / "own"), own_format=True)["format"]
+    assert fmt == "jaxdistill"
+    c3, p3 = hf.load(str(tmp_path / "own"))
     assert c3.attention_head_size == 20 and c3.scale_dim == 32
     np.testing.assert_allclose(np.asarray(_run(c3, p3, minilm_batch).mlm_logits)[valid], dense[valid], atol=1e-6, rtol=0)
 
@@ -215,7 +213,7 @@ def test_minilm_whole_head_masks_export_as_standard_hf(minilm, minilm_batch, tmp
     c2, p2 = pruning.compact(config, params, masks)
     assert c2.is_standard and (c2.hidden_size, c2.num_attention_heads, c2.intermediate_size) == (256, 8, 900)
     assert c2.head_dim is None and c2.attention_scale_dim is None
-    assert hf.export(c2, p2, str(tmp_path / "std")) == "hf"
+    assert hf.export(c2, p2, str(tmp_path / "std"))["format"] == "hf"
     model = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "std"), attn_implementation="eager").eval()
     with torch.no_grad():
         ref = model(**{k: torch.tensor(v) for k, v in minilm_batch.items()}).logits.numpy()

@@ -91,13 +91,12 @@ def test_two_processes_match_one_process(setup, tmp_path):
     config.pruning.update(dict(warmup_steps=0, every=1, window=1, final_steps=0))
     config.train.steps = 3
     single = _run_steps(config, 3, devices=jax.devices()[:4])
-    path = write_config(config, tmp_path / "config.json")
     port = free_port()
     procs = []
-    for pid in range(2):
-        env = env_with(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-                       JAXDISTILL_COORDINATOR=f"127.0.0.1:{port}", JAXDISTILL_NUM_PROCESSES=2,
-                       JAXDISTILL_PROCESS_ID=pid)
+    for pid in range(2):  # no cluster to detect on loopback: the explicit multihost overrides
+        config.multihost.update(dict(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid))
+        path = write_config(config, tmp_path / f"config{pid}.json")
+        env = env_with(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
         procs.append(subprocess.Popen(driver_cmd("steps", path, 3, tmp_path / "out.npz"), env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = []
@@ -297,7 +296,8 @@ def test_export_from_workdir_matches_the_runs_own_export(reference, tmp_path):
     _, _, ref_work = reference
     out = str(tmp_path / "student")
     info = export_from_workdir(ref_work, out)
-    assert info["step"] == 12 and info["format"] == "jaxdistill"  # head dims were pruned: own format
+    # head dims were pruned (8 -> 6): a standard BERT with the attention scale folded into the query
+    assert info["step"] == 12 and info["format"] == "hf" and info["query_scale"] != 1.0
     cfg_a, params_a = hf.load(out)
     cfg_b, params_b = hf.load(os.path.join(ref_work, "export"))
     assert cfg_a == cfg_b and (cfg_a.hidden_size, cfg_a.intermediate_size, cfg_a.attention_head_size) == (24, 32, 6)

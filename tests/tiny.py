@@ -55,3 +55,19 @@ def write_tiny_teacher(directory, seed=0, **overrides):
     params = init_params(config, jax.random.key(seed))
     hf.export(config, params, str(directory), overwrite=True)
     return config, params
+
+
+def write_hub_cache(cache_dir, repo_id, files, revision="main", commit="0123456789abcdef0123456789abcdef01234567"):
+    """Puts `files` ({name: text}) into a Hugging Face hub cache at `cache_dir` as `repo_id`@`revision`, the
+    layout `huggingface_hub` reads offline (refs/<revision> -> snapshots/<commit>/<name>)."""
+    import os
+    repo = os.path.join(str(cache_dir), "models--" + repo_id.replace("/", "--"))
+    snapshot = os.path.join(repo, "snapshots", commit)
+    os.makedirs(snapshot, exist_ok=True)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    with open(os.path.join(repo, "refs", revision), "w") as f:
+        f.write(commit)
+    for name, text in files.items():
+        with open(os.path.join(snapshot, name), "w") as f:
+            f.write(text)
+    return snapshot

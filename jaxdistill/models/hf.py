@@ -1,12 +1,16 @@
 """Hugging Face BERT checkpoints in and out.
 
-`load(path_or_id)` reads a directory with `config.json` and `model.safetensors` (or `pytorch_model.bin`
-through torch's weights-only loader, when torch is installed) into `(BertConfig, params)`.
-`export(config, params, out_dir)` writes a directory that `transformers.BertForMaskedLM` (or
-`BertForSequenceClassification` / `BertModel`, by the heads present) loads with no missing or unexpected
-weights. Models whose shapes a standard `BertConfig` cannot express (attention inner width != hidden, or a
-kept attention scale) are written in jaxdistill's own format: the same tensor names, plus `head_dim` and
-`attention_scale_dim` in `config.json` and `model_type: "jaxdistill-bert"`.
+`load(path_or_id)` reads a directory (or a hub id, `name[@revision]`, see `hub`) with `config.json` and
+`model.safetensors` (or `pytorch_model.bin` through torch's weights-only loader, when torch is installed) into
+`(BertConfig, params)`; `config_of(path_or_id)` reads only the config (for a hub id, only config.json is
+fetched). `export(config, params, out_dir)` writes a standard BERT directory for every model jaxdistill
+builds: non-standard attention shapes of compacted students are rewritten exactly (`standard_bert`), the
+pooler is kept, and a model card (`model_card`) is written. transformers loads it with `AutoModel`,
+`AutoModelForMaskedLM` and `pipeline("fill-mask")` with no missing weights and equal outputs; the only keys
+one class leaves unused are the other class's head (the pooler for `BertForMaskedLM`, the MLM head for
+`BertModel`), as with `bert-base-uncased`. With `own_format=True`, non-standard models are written unpadded
+in jaxdistill's own format instead: the same tensor names, plus `head_dim` and `attention_scale_dim` in
+`config.json` and `model_type: "jaxdistill-bert"`.
 """
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ import json
 import logging
 import os
 import shutil
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
 import numpy as np
 
+from jaxdistill.models import hub, model_card, standard_bert
 from jaxdistill.models.bert import BertConfig, init_params
 from jaxdistill.errors import CheckpointError, OutputExistsError, StorageError  # noqa: F401  (re-exported)
 
@@ -27,7 +32,9 @@ log = logging.getLogger(__name__)
 
 BERT_MODEL_TYPES = ("bert",)
 OWN_MODEL_TYPE = "jaxdistill-bert"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = hub.TOKENIZER_FILES
+# Parts `load` creates when a checkpoint lacks them: (name in messages, tensor-name prefix).
+CREATED_PARTS = (("MLM head", "cls.predictions."), ("pooler", "bert.pooler."), ("classifier", "classifier."))
 
 
 
@@ -146,26 +153,29 @@ def params_from_hf_tensors(config: BertConfig, tensors: Mapping[str, np.ndarray]
 
 # ------------------------------------------------------------------------------------------------- load
 def looks_like_hub_id(path: str) -> bool:
-    """`name` or `org/name` that is not a local path (no leading ./, /, ~; nothing of that name exists)."""
-    return path.count("/") <= 1 and not path.startswith((".", "/", "~")) and not os.path.exists(path)
+    """`name` or `org/name`, optionally `@revision`, that is not a local path (see `hub.looks_like_hub_id`)."""
+    return hub.looks_like_hub_id(path)
 
 
 def resolve_path(path_or_id: str) -> str:
-    """A local model directory for `path_or_id`: the directory itself, or a hub id's snapshot when online."""
+    """A local model directory for `path_or_id`: the directory itself, or a hub id's snapshot (safetensors
+    only when the repository has them; from the cache offline). Raises CheckpointError for a missing
+    directory and ModelError (exit 3, naming the download command) for an unreachable hub id."""
     if os.path.isdir(path_or_id):
         return path_or_id
     if os.path.exists(path_or_id):
         raise CheckpointError(f"{path_or_id!r} is a file; pass the directory that holds config.json")
     if not looks_like_hub_id(path_or_id):
         raise CheckpointError(f"checkpoint directory {path_or_id!r} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-        return snapshot_download(path_or_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.bin"])
-    except Exception as e:  # offline, unknown id, no network
-        raise CheckpointError(
-            f"{path_or_id!r} is not a local directory and could not be fetched from the Hugging Face hub "
-            f"({type(e).__name__}: {e}). Pass a local directory with config.json and model.safetensors, "
-            "or unset HF_HUB_OFFLINE when online.") from e
+    return hub.download_model(path_or_id)
+
+
+def config_of(path_or_id: str, **overrides) -> BertConfig:
+    """The BertConfig of a local directory or a hub id without loading weights: for a hub id only its
+    config.json is fetched (or read from the cache). Raises like `resolve_path`."""
+    if os.path.isdir(path_or_id) or not looks_like_hub_id(path_or_id):
+        return load_config(resolve_path(path_or_id), **overrides)
+    return load_config(os.path.dirname(hub.fetch_config(path_or_id)), **overrides)
 
 
 def read_safetensors(path: str) -> Dict[str, np.ndarray]:
@@ -244,7 +254,8 @@ def load(path_or_id: str, *, with_mlm_head: bool = True, with_pooler: bool = Tru
     """Loads a BERT checkpoint as `(BertConfig, params)` (float32 NumPy arrays in our layout).
 
     A checkpoint without `cls.predictions.*` gets a fresh MLM head (transform and bias from `seed`, decoder
-    tied to the word embeddings) when `with_mlm_head`; a missing pooler likewise. Both are logged.
+    tied to the word embeddings) when `with_mlm_head`; a missing pooler or classifier likewise. Each created
+    part is logged by name.
     """
     directory = resolve_path(path_or_id)
     overrides = dict(config_overrides)
@@ -253,17 +264,15 @@ def load(path_or_id: str, *, with_mlm_head: bool = True, with_pooler: bool = Tru
     config = load_config(directory, with_mlm_head=with_mlm_head, with_pooler=with_pooler, **overrides)
     tensors = {_normalize_key(k): v for k, v in _read_tensors(directory).items()}
     expected = expected_shapes(config)
-    created, fresh_tensors = [], None
-    for group, prefix in (("MLM head", "cls.predictions."), ("pooler", "bert.pooler."), ("classifier", "classifier.")):
+    fresh_tensors = None
+    for group, prefix in CREATED_PARTS:
         needed = [k for k in expected if k.startswith(prefix)]
         if needed and not any(k in tensors for k in needed):
             if fresh_tensors is None:
                 fresh_tensors = _hf_tensors(config, init_params(config, jax.random.key(seed)))
             tensors.update({k: fresh_tensors[k] for k in needed})
-            created.append(group)
-    if created:
-        log.warning("%s has no %s; created new one(s) (MLM decoder tied to the word embeddings).",
-                    path_or_id, " / ".join(created))
+            log.warning("%s has no %s (%s*); created a new one from seed %d%s.", path_or_id, group, prefix, seed,
+                        " (its decoder is tied to the word embeddings)" if group == "MLM head" else "")
     return config, params_from_hf_tensors(config, tensors)
 
 
@@ -278,38 +287,40 @@ def check_out_dir(out_dir: str, overwrite: bool) -> None:
             "overwrite=True (--overwrite) to replace its files")
 
 
-def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenizer_from: Optional[str] = None,
-           overwrite: bool = False) -> str:
-    """Writes `params` as a Hugging Face checkpoint directory and returns its format.
+def host_params(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """`params` as host NumPy arrays, unboxing the `nn.with_logical_partitioning` boxes that `Bert.init` (and
+    `init_params(..., unbox=False)`) return."""
+    import flax.linen as nn
+    return jax.tree.map(np.asarray, nn.meta.unbox(params))
 
-    Returns "hf" for a standard BERT directory, or "jaxdistill" for jaxdistill's own format (non-standard
-    attention shapes, see module doc; a message says why). An MLM model is written as `BertForMaskedLM`
-    (which has no pooler, so the pooler is left out); a classifier as `BertForSequenceClassification`;
-    otherwise `BertModel`. Tokenizer files are copied from `tokenizer_from` when given.
-    """
-    check_out_dir(out_dir, overwrite)
-    from safetensors.numpy import save_file
 
-    tensors = _hf_tensors(config, params)
-    hf_cfg = config.to_hf_dict()
+def parts_of(config: BertConfig, params: Mapping[str, Any]) -> Dict[str, Any]:
+    """`params` without the heads `config` does not have (a pooler, MLM head or classifier left in the tree)."""
+    absent = set()
+    if not config.with_pooler:
+        absent.add("pooler")
+    if not config.with_mlm_head:
+        absent.update(("mlm_transform", "mlm_LayerNorm", "mlm_bias"))
+    if not config.num_labels:
+        absent.add("classifier")
+    return {k: v for k, v in params.items() if k not in absent}
+
+
+def architecture_of(config: BertConfig) -> str:
+    """The transformers class an export is written as: a classifier, an MLM model, or the bare encoder."""
     if config.num_labels:
-        arch = "BertForSequenceClassification"
-    elif config.with_mlm_head:
-        arch = "BertForMaskedLM"
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("bert.pooler.")}
-    else:
-        arch = "BertModel"
-        tensors = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in tensors.items()}
-    fmt = "hf"
-    if not config.is_standard:
-        fmt = "jaxdistill"
-        hf_cfg["model_type"] = OWN_MODEL_TYPE
-        log.warning(
-            "exporting in jaxdistill's own format: heads x head_dim = %d x %d != hidden %d or attention scale "
-            "dim %d differs, which a standard BertConfig cannot express. Load it with jaxdistill.models.hf.load.",
-            config.num_attention_heads, config.attention_head_size, config.hidden_size, config.scale_dim)
-    hf_cfg["architectures"] = [arch]
-    hf_cfg["tie_word_embeddings"] = True
+        return "BertForSequenceClassification"
+    return "BertForMaskedLM" if config.with_mlm_head else "BertModel"
+
+
+def write_files(out_dir: str, hf_config: dict, tensors: Mapping[str, np.ndarray], tokenizer_from: Optional[str],
+                write_extra: Callable[[str], None] = lambda directory: None) -> None:
+    """Writes model.safetensors (mode 0644 under the usual umask), config.json, the tokenizer files and
+    whatever `write_extra(directory)` adds into `<out_dir>.partial`, then publishes it as `out_dir` as the
+    last act (`publish`): an interrupted export leaves no half-written `out_dir`."""
+    from safetensors.numpy import save_file
+    if tokenizer_from and not os.path.isdir(tokenizer_from) and looks_like_hub_id(tokenizer_from):
+        tokenizer_from = resolve_path(tokenizer_from)  # a hub teacher's tokenizer, from the cache
     copied = []
     if tokenizer_from:
         copied = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(tokenizer_from, n))]
@@ -320,14 +331,14 @@ def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenize
         shutil.rmtree(partial, ignore_errors=True)  # left by an export that was interrupted
         os.makedirs(partial)
         weights = os.path.join(partial, "model.safetensors")
-        save_file(tensors, weights, metadata={"format": "pt"})
+        save_file(dict(tensors), weights, metadata={"format": "pt"})
         os.chmod(weights, 0o666 & ~current_umask())  # safetensors writes 0600 through a temp file
         with open(os.path.join(partial, "config.json"), "w") as f:
-            json.dump(hf_cfg, f, indent=2, sort_keys=True)
+            json.dump(hf_config, f, indent=2, sort_keys=True)
         for name in copied:
             shutil.copyfile(os.path.join(tokenizer_from, name), os.path.join(partial, name))
+        write_extra(partial)
         publish(partial, out_dir)
-    return fmt
 
 
 def partial_dir(out_dir: str) -> str:
@@ -367,3 +378,54 @@ def export_storage_errors(out_dir: str):
         raise StorageError(f"exporting the model to {out_dir} failed writing {where} ({getattr(e, 'strerror', None) or e}); "
                            "nothing was exported: free space or fix permissions there, and rerun the same command"
                            ) from e
+
+
+def export(config: BertConfig, params: Mapping[str, Any], out_dir: str, tokenizer_from: Optional[str] = None,
+           overwrite: bool = False, *, own_format: bool = False,
+           metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Writes `params` as a model directory with a model card (`README.md`); returns what it wrote.
+
+    By default every model is written as a standard BERT (`model_type: "bert"`) that transformers'
+    `AutoModel`, `AutoModelForMaskedLM` and pipelines load with equal outputs: a non-standard attention
+    shape is rewritten exactly by `standard_bert.to_standard` (attention scale folded into the query, heads
+    zero-padded), at the cost reported as `padding_params`. `own_format=True` writes such a model unpadded in
+    jaxdistill's own format instead (`model_type: "jaxdistill-bert"`, read by `load`). An MLM model is
+    written as `BertForMaskedLM` with its pooler kept (so `AutoModel` misses nothing), a classifier as
+    `BertForSequenceClassification`, otherwise `BertModel`; heads the config does not have (`with_pooler`,
+    `with_mlm_head`, `num_labels`) are left out even when `params` holds them. `params` may be boxed as `Bert.init` returns
+    them. Tokenizer files are copied from `tokenizer_from` (a directory or hub id) when given; `metadata` goes
+    into the model card (see `model_card`).
+
+    Returns {"format": "hf" | "jaxdistill", "architecture", "out_dir", "params" (parameters written),
+    "padding_params", "padding_fraction", "added_heads", "query_scale", "kept_head_dim"}.
+    """
+    check_out_dir(out_dir, overwrite)
+    params = parts_of(config, host_params(params))
+    info: Dict[str, Any] = dict(format="hf", architecture=architecture_of(config), out_dir=out_dir,
+                                padding_params=0, added_heads=0, query_scale=1.0,
+                                kept_head_dim=config.attention_head_size)
+    if own_format and not config.is_standard:
+        info["format"] = "jaxdistill"
+        log.info("exporting in jaxdistill's own format (heads x head_dim = %d x %d, hidden %d, attention scale "
+                 "dim %d); load it with jaxdistill.models.hf.load", config.num_attention_heads,
+                 config.attention_head_size, config.hidden_size, config.scale_dim)
+    else:
+        form = standard_bert.to_standard(config, params)
+        config, params = form.config, form.params
+        info.update(padding_params=form.padding_params, added_heads=form.added_heads, query_scale=form.query_scale)
+        if form.padding_params:
+            log.info("exporting as a standard BERT: heads padded from %d x %d to %d x %d (+%d zero parameters)",
+                     config.num_attention_heads - form.added_heads, form.kept_head_dim,
+                     config.num_attention_heads, config.attention_head_size, form.padding_params)
+    info["params"] = int(sum(np.size(x) for x in jax.tree.leaves(params)))
+    info["padding_fraction"] = info["padding_params"] / max(info["params"], 1)
+    tensors = _hf_tensors(config, params)
+    if info["architecture"] == "BertModel":
+        tensors = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in tensors.items()}
+    hf_config = config.to_hf_dict()
+    hf_config.update(architectures=[info["architecture"]], tie_word_embeddings=True)
+    if info["format"] == "jaxdistill":
+        hf_config["model_type"] = OWN_MODEL_TYPE
+    write_files(out_dir, hf_config, tensors, tokenizer_from,
+                lambda directory: model_card.write(directory, config, info, metadata))
+    return info

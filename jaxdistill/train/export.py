@@ -1,13 +1,17 @@
 """A distilled student out of the engine: compacted (HomoDistil) and written as a Hugging Face directory.
 
 `export_student(...)` is the last act of a finished run; `export_from_workdir(workdir, out_dir)` does the
-same from a run's saved checkpoint (its newest, or `step`).
+same from a run's saved checkpoint (its newest, or `step`). Both write a standard BERT directory (see
+`models.hf.export`) with a model card, or jaxdistill's own format when `own_format=True`.
+`card_metadata(...)` gathers what the model card says about the run.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+import shlex
+import sys
+from typing import Any, Dict, Mapping, Optional
 
 import jax
 import numpy as np
@@ -16,25 +20,56 @@ from jaxdistill import checkpoint as ckpt_lib
 from jaxdistill import pruning
 from jaxdistill.models import BertConfig, hf
 
+HELD_OUT_KL = "eval/kl"  # the metric the model card reports as the held-out teacher-student KL
+
+
+def command_line(argv=None) -> str:
+    """The command line of this process as a user typed it (`jaxdistill ...` for the CLI)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    program = os.path.basename(argv[0])
+    if program in ("__main__.py", "jaxdistill") or program.startswith("jaxdistill"):
+        program = "jaxdistill"
+    return shlex.join([program] + argv[1:])
+
+
+def card_metadata(config: Mapping[str, Any], step: Optional[int], metrics: Optional[Mapping[str, Any]] = None,
+                  command: Optional[str] = None) -> Dict[str, Any]:
+    """What the model card says about a distillation run: teacher, recipe, steps, held-out KL and command.
+
+    config: the run's config (a ConfigDict or its dict). metrics: the last logged scalars (the held-out KL
+    is `eval/kl`, present when the run evaluated). command: default this process's command line.
+    """
+    metrics = dict(metrics or {})
+    teacher, recipe = config.get("teacher") or {}, config.get("recipe") or {}
+    kl = metrics.get(HELD_OUT_KL)
+    return {"teacher": teacher.get("path"), "recipe": recipe.get("name"), "steps": step,
+            "held_out_kl": None if kl is None else float(kl),
+            "command": command if command is not None else command_line()}
+
 
 def export_student(student_config: BertConfig, student_params, masks: Optional[Mapping[str, Any]], out_dir: str,
-                   tokenizer_from: Optional[str], overwrite: bool = False) -> dict:
+                   tokenizer_from: Optional[str], overwrite: bool = False, *, own_format: bool = False,
+                   metadata: Optional[Mapping[str, Any]] = None) -> dict:
     """Compacts a masked student (when `masks` is non-empty) and exports it with `hf.export`.
 
-    student_params / masks: host NumPy trees. Returns {"format", "out_dir", "params" (exported parameter
-    count), and for a pruned student "widths" (`pruning.remaining_widths`) and "param_counts"
-    (`pruning.count_params`)}.
+    student_params / masks: host NumPy trees. metadata: for the model card (`card_metadata`); the kept
+    widths and the teacher's parameter count are added here. Returns `hf.export`'s result ("format",
+    "params" (exported parameter count), "padding_params", ...) plus, for a pruned student, "widths"
+    (`pruning.remaining_widths`) and "param_counts" (`pruning.count_params`).
     """
     out_cfg = student_config.replace(dtype="float32", remat=False)
-    result = {}
+    result: Dict[str, Any] = {}
+    card = dict(metadata or {})
     if masks:
         result["widths"] = pruning.remaining_widths(masks)
         result["param_counts"] = pruning.count_params(out_cfg, masks)
+        card.setdefault("widths", result["widths"])
+        card.setdefault("teacher_params", result["param_counts"]["full_total"])
         out_cfg, student_params = pruning.compact(out_cfg, student_params, masks)
-    result["format"] = hf.export(out_cfg, student_params, out_dir, tokenizer_from=tokenizer_from,
-                                 overwrite=overwrite)
-    result["out_dir"] = out_dir
-    result["params"] = int(sum(np.size(x) for x in jax.tree.leaves(student_params)))
+    result.update(hf.export(out_cfg, student_params, out_dir, tokenizer_from=tokenizer_from, overwrite=overwrite,
+                            own_format=own_format, metadata=card))
     return result
 
 
@@ -51,12 +86,22 @@ def config_from_params(base: BertConfig, params) -> BertConfig:
                         dtype="float32", remat=False)
 
 
-def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False) -> dict:
+def _run_metrics(workdir: str) -> Dict[str, Any]:
+    """The last logged scalars of a run (summary.json, written by `jaxdistill distill`), or {}."""
+    path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return dict(json.load(f).get("metrics") or {})
+
+
+def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False, *,
+                        own_format: bool = False) -> dict:
     """Exports the student of a distillation workdir (its newest checkpoint, or `step`) to `out_dir`.
 
-    The masked student is compacted first (HomoDistil), then written as a Hugging Face directory (or in
-    jaxdistill's own format when its shapes need it) with the teacher's tokenizer files.
-    Returns {"step", "format", "out_dir", "params"}.
+    The masked student is compacted first (HomoDistil), then written as a standard BERT directory (or in
+    jaxdistill's own format with `own_format`) with the teacher's tokenizer files and a model card.
+    Returns `export_student`'s result plus "step".
     """
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
@@ -68,9 +113,12 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     step, state = ckpt_lib.read_state(os.path.join(os.path.abspath(workdir), "checkpoints"), step)
     student = jax.tree.map(np.asarray, state["params"]["student"])
     teacher_path = config["teacher"]["path"]
-    tokenizer = config["teacher"].get("tokenizer") or teacher_path
-    base = hf.load_config(teacher_path) if os.path.isdir(teacher_path) else BertConfig()
+    base = hf.config_of(teacher_path)  # non-shape fields (activation, eps, positions); a hub id from the cache
+    tokenizer_dir = config["teacher"].get("tokenizer") or teacher_path
     masks = jax.tree.map(np.asarray, state.get("masks") or {})
-    result = export_student(config_from_params(base, student), student, masks, out_dir,
-                            tokenizer if os.path.isdir(tokenizer) else None, overwrite=overwrite)
-    return {"step": step, "format": result["format"], "out_dir": out_dir, "params": result["params"]}
+    metrics = _run_metrics(workdir) if step == int(config["train"]["steps"]) else {}
+    result = export_student(config_from_params(base, student), student, masks, out_dir, tokenizer_dir,
+                            overwrite=overwrite, own_format=own_format,
+                            metadata=card_metadata(config, step, metrics))
+    result["step"] = step
+    return result

@@ -28,7 +28,7 @@ from jaxdistill.experiment import Experiment, resolve
 from jaxdistill.hosts import process_slice
 from jaxdistill.models import logical_axes
 from jaxdistill.optimizer import make_lr_schedule, make_optimizer
-from jaxdistill.train.export import export_student
+from jaxdistill.train.export import card_metadata, export_student
 from jaxdistill.train.models import load_models
 from jaxdistill.train.state import TrainState, abstract_like, create_state, put_global, to_host
 from jaxdistill.train.step import Placement, StepFns, build_step_fns
@@ -236,7 +236,7 @@ def run_in_workdir(exp: Experiment, workdir: str, lock: Optional[WorkdirLock], r
         summary["params"] = pruning.count_params(run.student_config, masks)
     if export_dir and jax.process_index() == 0:
         result = export_student(run.student_config, student, masks, export_dir, run.experiment.tokenizer_dir,
-                                overwrite=exp.export_overwrite)
+                                overwrite=exp.export_overwrite, metadata=card_metadata(config, done, last))
         summary.update(export_format=result["format"], export_dir=export_dir)
     return summary
 
