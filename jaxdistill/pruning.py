@@ -40,7 +40,7 @@ from jaxdistill.compaction import (compact, count_from_widths, count_params, ful
                                    remaining_widths)
 from jaxdistill.errors import ConfigError
 from jaxdistill.models.bert import BertConfig
-from jaxdistill.structures import group_scores, mask_shapes, param_multipliers  # noqa: F401
+from jaxdistill.structures import apply_multipliers, group_scores, mask_shapes, param_multipliers  # noqa: F401
 
 Array = jax.Array
 PyTree = Any
@@ -396,14 +396,6 @@ def select_masks(masks: Dict[str, Array], groups: Dict[str, Array], widths: Dict
     return new
 
 
-def _apply_multipliers(tree, mults):
-    if mults is None:
-        return tree
-    if isinstance(mults, Mapping):
-        return {k: _apply_multipliers(v, mults.get(k)) for k, v in tree.items()}
-    return tree * mults.astype(tree.dtype)
-
-
 def _mask_mirrors(node, structure, apply_fn):
     """Applies `apply_fn` to every subtree of an optimizer state whose tree structure equals `structure`
     (the params'), e.g. Adam's mu/nu inside optax.chain or optax.MultiSteps, and MultiSteps' acc_grads."""
@@ -441,12 +433,12 @@ def prune_update(masks: Dict[str, Array], importance: Dict[str, Any], params: Py
         new_masks = select_masks(masks, groups, target_widths(step, config), config)
         mults = param_multipliers(new_masks, student)
         full_mults = {"student": mults} if nested else mults
-        apply_fn = lambda tree: _apply_multipliers(tree, full_mults)
+        apply_fn = lambda tree: apply_multipliers(tree, full_mults)
         return new_masks, apply_fn(params), _mask_mirrors(opt_state, structure, apply_fn)
 
     return jax.lax.cond(on_cadence(step, config), update, lambda ops: ops, (masks, params, opt_state))
 
 
-__all__ = ["PruningConfig", "compact", "count_params", "default_pruning_config", "group_scores", "importance_scores",
+__all__ = ["PruningConfig", "compact", "count_from_widths", "count_params", "default_pruning_config", "group_scores", "importance_scores",
            "init_importance", "init_masks", "keep_ratio", "on_cadence", "param_multipliers", "prune_update",
            "remaining_widths", "select_masks", "student_from_teacher", "target_widths", "update_importance"]

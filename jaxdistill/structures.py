@@ -143,7 +143,8 @@ def layout(config: BertConfig) -> Tuple[Entry, ...]:
     """Every parameter of `Bert(config)` with its uses, read from the model's logical axis names (abstract
     init, no arrays allocated; cached per config)."""
     ids = jnp.zeros((1, 1), jnp.int32)
-    boxed = jax.eval_shape(lambda r: Bert(config).init({"params": r}, ids)["params"], jax.random.key(0))
+    with nn.logical_axis_rules(()):  # shapes and names only: no activation sharding constraints
+        boxed = jax.eval_shape(lambda r: Bert(config).init({"params": r}, ids)["params"], jax.random.key(0))
     entries = []
     for path, leaf in _walk(boxed):
         if isinstance(leaf, nn.LogicallyPartitioned):
@@ -223,6 +224,17 @@ def param_multipliers(masks: Mapping[str, Any], student_params: Any) -> Dict[str
             mult = m if mult is None else mult * m
         out.append((path, mult))
     return _nest(out)
+
+
+def apply_multipliers(tree: Any, multipliers: Any) -> Any:
+    """`tree` (params, or any tree shaped like them) times `multipliers` (from `param_multipliers`, possibly
+    nested under more keys) leaf by leaf, in each leaf's dtype; leaves without a multiplier are returned
+    unchanged. Jittable."""
+    if multipliers is None:
+        return tree
+    if isinstance(multipliers, Mapping):
+        return {k: apply_multipliers(v, multipliers.get(k)) for k, v in tree.items()}
+    return tree * multipliers.astype(tree.dtype)
 
 
 def _sum_onto_units(x, uses: Sequence[Use]):
@@ -362,6 +374,6 @@ def full_param_count(config: BertConfig) -> Dict[str, int]:
 
 
 __all__ = ["AXIS_OF", "Entry", "REFERENCE_CONFIG", "STRUCTURES", "Structure", "UNPRUNED_AXES", "Use",
-           "count_from_widths", "count_units", "full_param_count", "full_units", "group_scores", "kept_sizes",
+           "apply_multipliers", "count_from_widths", "count_units", "full_param_count", "full_units", "group_scores", "kept_sizes",
            "layer_of", "layout", "lookup", "mask_shapes", "param_multipliers", "param_uses", "take_units",
            "units_of_masks", "uses_of_names"]
