@@ -439,6 +439,7 @@ def prune_update(masks: Dict[str, Array], importance: Dict[str, Any], params: Py
     return jax.lax.cond(on_cadence(step, config), update, lambda ops: ops, (masks, params, opt_state))
 
 
-__all__ = ["PruningConfig", "compact", "count_from_widths", "count_params", "default_pruning_config", "group_scores", "importance_scores",
-           "init_importance", "init_masks", "keep_ratio", "on_cadence", "param_multipliers", "prune_update",
-           "remaining_widths", "select_masks", "student_from_teacher", "target_widths", "update_importance"]
+__all__ = ["PruningConfig", "compact", "count_from_widths", "count_params", "default_pruning_config", "group_scores",
+           "importance_scores", "init_importance", "init_masks", "keep_ratio", "on_cadence", "param_multipliers",
+           "prune_update", "remaining_widths", "select_masks", "student_from_teacher", "target_widths",
+           "update_importance"]

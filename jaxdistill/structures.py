@@ -374,6 +374,6 @@ def full_param_count(config: BertConfig) -> Dict[str, int]:
 
 
 __all__ = ["AXIS_OF", "Entry", "REFERENCE_CONFIG", "STRUCTURES", "Structure", "UNPRUNED_AXES", "Use",
-           "apply_multipliers", "count_from_widths", "count_units", "full_param_count", "full_units", "group_scores", "kept_sizes",
-           "layer_of", "layout", "lookup", "mask_shapes", "param_multipliers", "param_uses", "take_units",
+           "apply_multipliers", "count_from_widths", "count_units", "full_param_count", "full_units", "group_scores",
+           "kept_sizes", "layer_of", "layout", "lookup", "mask_shapes", "param_multipliers", "param_uses", "take_units",
            "units_of_masks", "uses_of_names"]
