@@ -87,6 +87,15 @@ class CompactionPlan:
         heads, _ = self.units["attn"]
         return h.shape[1], f.shape[1], heads[0].shape[1], heads[0].shape[2]
 
+    # The per-structure views of earlier versions: hidden_idx [d']; ffn_idx, ffn_keep [N, F'];
+    # head_idx [N, H']; dim_idx, dim_keep [N, H', d_h'].
+    hidden_idx = property(lambda self: self.units["hidden"][0][0][0])
+    ffn_idx = property(lambda self: self.units["ffn"][0][0])
+    ffn_keep = property(lambda self: self.units["ffn"][1])
+    head_idx = property(lambda self: self.units["attn"][0][0][..., 0])
+    dim_idx = property(lambda self: self.units["attn"][0][1])
+    dim_keep = property(lambda self: self.units["attn"][1])
+
     def select(self, structure: str, layer: Optional[int]):
         """`(index, keep)` for `structures.take_units`: one layer's selection (keep None when nothing is
         padded)."""
