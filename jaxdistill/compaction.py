@@ -1,14 +1,18 @@
 """HomoDistil compaction and parameter accounting: masked BERT -> dense, smaller BERT.
 
 Masks are the pytree `{"hidden": [d], "attn": [N, H, d_h], "ffn": [N, F]}` of 0/1 values (see
-`jaxdistill.pruning`). Everything here runs on the host (NumPy) on concrete masks; none of it is jittable.
+`jaxdistill.pruning`); which parameters each unit removes is `jaxdistill.structures`' table. Everything here
+runs on the host (NumPy) on concrete masks; none of it is jittable.
 
-Compaction keeps, in original index order, the kept hidden dimensions, the kept FFN neurons of every layer,
-the heads that keep at least one dimension and, inside them, the kept head dimensions. Widths must be
-uniform across layers in a dense BERT; masks produced by `pruning.prune_update` always are (local, balanced
-budget). For hand-made non-uniform masks every layer is padded to the widest layer with *pruned* units whose
-parameters are set to zero, which leaves the function unchanged (a zero FFN neuron or a zero Q/K/V head
-dimension contributes exactly nothing), so `compact` is exact for any masks.
+Compaction keeps, in original index order, the kept units of every structure: the kept hidden dimensions,
+the kept FFN neurons of every layer, the heads that keep at least one dimension and, inside them, the kept
+head dimensions. Widths must be uniform across layers in a dense BERT; masks produced by
+`pruning.prune_update` always are (local, balanced budget). For hand-made non-uniform masks every layer is
+padded to the widest layer with *pruned* units whose parameters are set to zero, which leaves the function
+unchanged (a zero FFN neuron or a zero Q/K/V head dimension contributes exactly nothing), so `compact` is
+exact for any masks. For a multi-axis unit ([H, d_h]) padding is nested: each layer keeps the heads with at
+least one kept dimension, padded with pruned heads to the widest layer; each kept head its kept dimensions,
+padded with pruned dimensions to the widest head.
 
 Parameter counting convention (`count_params`): a parameter is counted when no pruned unit removes it.
 Counts are split into `embeddings` (word, position and token-type tables plus the embedding LayerNorm),
@@ -20,70 +24,16 @@ compacted model and equal `sum(x.size for x in leaves(compact(...)[1]))` for `co
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from jaxdistill.models.bert import BertConfig
-
-
-# ------------------------------------------------------------------------------------------- counting
-def count_from_widths(config: BertConfig, hidden: int, attn_widths: Sequence[int],
-                      ffn_widths: Sequence[int]) -> Dict[str, int]:
-    """Parameter counts of a BERT with hidden width `hidden` and, per layer, `attn_widths[i]` kept
-    attention inner dimensions (heads x dims per head) and `ffn_widths[i]` FFN neurons.
-
-    Vocabulary, positions, token types, depth and heads (pooler / MLM / classifier) come from `config`.
-    Returns {"embeddings", "encoder", "heads", "backbone", "total"} (Python ints).
-    """
-    d = int(hidden)
-    emb = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * d + 2 * d
-    enc = 0
-    for a, f in zip(attn_widths, ffn_widths):
-        a, f = int(a), int(f)
-        enc += 3 * (d * a + a)          # query, key, value kernels [d, a] and biases [a]
-        enc += a * d + d + 2 * d        # attention output kernel [a, d] + bias, attention LayerNorm
-        enc += d * f + f + f * d + d    # intermediate [d, f] + bias, output [f, d] + bias
-        enc += 2 * d                    # output LayerNorm
-    heads = 0
-    if config.with_pooler:
-        heads += d * d + d
-    if config.with_mlm_head:
-        heads += d * d + d + 2 * d + config.vocab_size  # transform, its LayerNorm, vocabulary bias
-    if config.num_labels:
-        heads += d * config.num_labels + config.num_labels
-    return dict(embeddings=emb, encoder=enc, heads=heads, backbone=emb + enc, total=emb + enc + heads)
-
-
-def full_param_count(config: BertConfig) -> Dict[str, int]:
-    """`count_from_widths` of the unpruned model described by `config`."""
-    a = config.num_attention_heads * config.attention_head_size
-    n = config.num_hidden_layers
-    return count_from_widths(config, config.hidden_size, [a] * n, [config.intermediate_size] * n)
+from jaxdistill.structures import (STRUCTURES, count_from_widths, count_units, full_param_count,  # noqa: F401
+                                   mask_shapes, take_units, units_of_masks)
 
 
 # ----------------------------------------------------------------------------------------------- plan
-@dataclasses.dataclass(frozen=True)
-class CompactionPlan:
-    """Which units of a masked model the compacted model keeps (NumPy index arrays, original order).
-
-    hidden_idx [d']; ffn_idx, ffn_keep [N, F'] (keep = 0 marks padding units, zeroed);
-    head_idx [N, H']; dim_idx, dim_keep [N, H', d_h'] (padding heads / dims have keep = 0).
-    """
-
-    hidden_idx: np.ndarray
-    ffn_idx: np.ndarray
-    ffn_keep: np.ndarray
-    head_idx: np.ndarray
-    dim_idx: np.ndarray
-    dim_keep: np.ndarray
-
-    @property
-    def widths(self) -> Tuple[int, int, int, int]:
-        """(hidden d', ffn F', heads H', head dim d_h') of the compacted model."""
-        return (len(self.hidden_idx), self.ffn_idx.shape[1], self.head_idx.shape[1], self.dim_idx.shape[2])
-
-
 def _kept_then_padding(keep: np.ndarray, width: int) -> Tuple[np.ndarray, np.ndarray]:
     """Indices of the kept entries of a 1-D bool vector (in order), padded with pruned ones to `width`."""
     kept, pruned = np.flatnonzero(keep), np.flatnonzero(~keep)
@@ -93,42 +43,90 @@ def _kept_then_padding(keep: np.ndarray, width: int) -> Tuple[np.ndarray, np.nda
     return idx, flag
 
 
-def _bool_masks(masks: Mapping[str, Any]):
-    try:
-        hid = np.asarray(masks["hidden"]) > 0
-        attn = np.asarray(masks["attn"]) > 0
-        ffn = np.asarray(masks["ffn"]) > 0
-    except KeyError as e:
-        raise ValueError(f"masks need the keys 'hidden', 'attn' and 'ffn' (missing {e}); "
-                         "build them with pruning.init_masks(config)") from None
-    if hid.ndim != 1 or attn.ndim != 3 or ffn.ndim != 2 or attn.shape[0] != ffn.shape[0]:
-        raise ValueError(f"masks have shapes hidden {hid.shape}, attn {attn.shape}, ffn {ffn.shape}; "
-                         "expected hidden [d], attn [N, H, d_h], ffn [N, F]")
-    return hid, attn, ffn
+def _plan_units(mask: np.ndarray) -> Tuple[Tuple[np.ndarray, ...], np.ndarray]:
+    """Nested kept-then-padding selection for instances of one structure.
+
+    mask: bool [M, U_0, .., U_k] (M instances: layers, or 1 for a global structure). Axis j keeps, per
+    selected parent unit, the units with any kept entry below them, padded to W_j = max(1, widest parent).
+    Returns (index, keep): k+1 int32 arrays [M, W_0, .., W_k] (the original unit index along each mask axis)
+    and keep float32 [M, W_0, .., W_k] (0 for padding units and everything under a padding parent).
+    """
+    m, rank = mask.shape[0], mask.ndim - 1
+    index: List[np.ndarray] = []
+    keep = np.ones((m,), np.float32)
+    sub = mask                                          # [M, W_0..W_{j-1}, U_j..U_k] at step j
+    for j in range(rank):
+        outer = sub.shape[: j + 1]
+        alive = sub.reshape(outer + (sub.shape[j + 1], -1)).any(-1)          # [M, W.., U_j]
+        width = max(1, int(alive.sum(-1).max()))
+        idx = np.zeros(outer + (width,), np.int32)
+        flag = np.zeros(outer + (width,), np.float32)
+        for pos in np.ndindex(*outer):
+            idx[pos], flag[pos] = _kept_then_padding(alive[pos], width)
+        index = [np.repeat(a[..., None], width, -1) for a in index] + [idx]
+        keep = keep[..., None] * flag
+        sub = np.take_along_axis(sub, idx.reshape(idx.shape + (1,) * (rank - j - 1)), axis=j + 1)
+    return tuple(index), keep
+
+
+@dataclasses.dataclass(frozen=True)
+class CompactionPlan:
+    """Which units of a masked model the compacted model keeps (NumPy arrays, original order).
+
+    `units[s] = (index, keep)` for every structure s (see `_plan_units`): index arrays [M, W_0, .., W_k]
+    (M = N layers, or 1 for "hidden") and keep [M, W_0, .., W_k] (0 marks zeroed padding units).
+    """
+
+    units: Dict[str, Tuple[Tuple[np.ndarray, ...], np.ndarray]]
+
+    @property
+    def widths(self) -> Tuple[int, int, int, int]:
+        """(hidden d', ffn F', heads H', head dim d_h') of the compacted model."""
+        (h,), _ = self.units["hidden"]
+        (f,), _ = self.units["ffn"]
+        heads, _ = self.units["attn"]
+        return h.shape[1], f.shape[1], heads[0].shape[1], heads[0].shape[2]
+
+    # The per-structure views of earlier versions: hidden_idx [d']; ffn_idx, ffn_keep [N, F'];
+    # head_idx [N, H']; dim_idx, dim_keep [N, H', d_h'].
+    hidden_idx = property(lambda self: self.units["hidden"][0][0][0])
+    ffn_idx = property(lambda self: self.units["ffn"][0][0])
+    ffn_keep = property(lambda self: self.units["ffn"][1])
+    head_idx = property(lambda self: self.units["attn"][0][0][..., 0])
+    dim_idx = property(lambda self: self.units["attn"][0][1])
+    dim_keep = property(lambda self: self.units["attn"][1])
+
+    def select(self, structure: str, layer: Optional[int]):
+        """`(index, keep)` for `structures.take_units`: one layer's selection (keep None when nothing is
+        padded)."""
+        index, keep = self.units[structure]
+        i = layer if STRUCTURES[structure].per_layer else 0
+        k = keep[i]
+        return tuple(a[i] for a in index), (None if k.all() else k)
+
+
+def _bool_masks(masks: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    missing = [s for s in STRUCTURES if s not in masks]
+    if missing:
+        raise ValueError(f"masks need the keys {sorted(STRUCTURES)} (missing {missing}); "
+                         "build them with pruning.init_masks(config)")
+    out = {s: np.asarray(masks[s]) > 0 for s in STRUCTURES}
+    ranks = {s: len(st.axes) + st.per_layer for s, st in STRUCTURES.items()}
+    layers = {out[s].shape[0] for s, st in STRUCTURES.items() if st.per_layer and out[s].ndim}
+    if any(out[s].ndim != ranks[s] for s in STRUCTURES) or len(layers) > 1:
+        raise ValueError(f"masks have shapes {({s: out[s].shape for s in out})}; expected hidden [d], "
+                         "attn [N, H, d_h], ffn [N, F]")
+    return out
 
 
 def compaction_plan(masks: Mapping[str, Any]) -> CompactionPlan:
     """The `CompactionPlan` of `masks` (concrete arrays). Raises when no hidden dimension is kept."""
-    hid, attn, ffn = _bool_masks(masks)
-    if not hid.any():
+    bm = _bool_masks(masks)
+    if not bm["hidden"].any():
         raise ValueError("the hidden mask keeps no dimension; a BERT needs hidden_size >= 1 "
                          "(raise pruning.hidden)")
-    n, h, _ = attn.shape
-    f2 = max(1, int(ffn.sum(1).max()))
-    ffn_idx, ffn_keep = zip(*[_kept_then_padding(ffn[i], f2) for i in range(n)])
-    head_any = attn.any(-1)
-    h2 = max(1, int(head_any.sum(1).max()))
-    dh2 = max(1, int(attn.sum(-1).max()))
-    head_idx = np.zeros((n, h2), np.int32)
-    dim_idx = np.zeros((n, h2, dh2), np.int32)
-    dim_keep = np.zeros((n, h2, dh2), np.float32)
-    for i in range(n):
-        head_idx[i], head_flag = _kept_then_padding(head_any[i], h2)
-        for j, head in enumerate(head_idx[i]):
-            dim_idx[i, j], flag = _kept_then_padding(attn[i, head], dh2)
-            dim_keep[i, j] = flag * head_flag[j]
-    return CompactionPlan(np.flatnonzero(hid).astype(np.int32), np.stack(ffn_idx), np.stack(ffn_keep),
-                          head_idx, dim_idx, dim_keep)
+    return CompactionPlan({s: _plan_units(bm[s] if st.per_layer else bm[s][None])
+                           for s, st in STRUCTURES.items()})
 
 
 def remaining_widths(masks: Mapping[str, Any]) -> Dict[str, Any]:
@@ -137,9 +135,9 @@ def remaining_widths(masks: Mapping[str, Any]) -> Dict[str, Any]:
     Returns {"hidden": int, "ffn": [N] ints, "head_dims": [N] ints (kept head dimensions summed over
     heads), "heads": [N] ints (heads with at least one kept dimension)}.
     """
-    hid, attn, ffn = _bool_masks(masks)
-    return dict(hidden=int(hid.sum()), ffn=[int(x) for x in ffn.sum(1)],
-                head_dims=[int(x) for x in attn.sum((1, 2))], heads=[int(x) for x in attn.any(-1).sum(1)])
+    bm = _bool_masks(masks)
+    units, heads = units_of_masks(bm), bm["attn"].any(-1).sum(1)
+    return dict(hidden=units["hidden"], ffn=units["ffn"], head_dims=units["attn"], heads=[int(x) for x in heads])
 
 
 def compact_config(config: BertConfig, plan: CompactionPlan) -> BertConfig:
@@ -161,14 +159,14 @@ def count_params(config: BertConfig, masks: Mapping[str, Any]) -> Dict[str, int]
     (equal to the masked counts when every layer keeps the same widths), and `full_total` (unpruned).
     See the module docstring for what each key includes.
     """
-    hid, attn, ffn = _bool_masks(masks)
-    eff = count_from_widths(config, int(hid.sum()), attn.sum((1, 2)), ffn.sum(1))
+    out = dict(count_units(config, units_of_masks(_bool_masks(masks))))
     plan = compaction_plan(masks)
-    d2, f2, h2, dh2 = plan.widths
-    n = attn.shape[0]
-    comp = count_from_widths(config, d2, [h2 * dh2] * n, [f2] * n)
-    out = dict(eff)
-    out.update({f"compact_{k}": v for k, v in comp.items()})
+    comp = {}
+    for s, st in STRUCTURES.items():
+        (first, *_), _ = plan.units[s]
+        per = int(np.prod(first.shape[1:]))          # kept-or-padding units per instance
+        comp[s] = [per] * first.shape[0] if st.per_layer else per
+    out.update({f"compact_{k}": v for k, v in count_units(config, comp).items()})
     out["full_total"] = full_param_count(config)["total"]
     return out
 
@@ -178,77 +176,23 @@ def compact(config: BertConfig, params: Mapping[str, Any], masks: Mapping[str, A
             ) -> Tuple[BertConfig, Dict[str, Any]]:
     """Slices the kept units of a masked student into a dense, smaller BERT: `(new_config, new_params)`.
 
-    `params` is the student's Bert params (not the {"student", "projections"} tree). The result computes
-    the same function as `Bert(config).apply({"params": params}, ..., masks=masks)` (up to float32
-    summation order). Parameters come back as float32-or-original-dtype NumPy arrays.
+    `params` is the student's Bert params (not the {"student", "projections"} tree). Every parameter is
+    sliced along the axes `jaxdistill.structures` assigns to each structure (`take_units`), with this
+    module's plan (kept units in order, zeroed padding for non-uniform masks). The result computes the same
+    function as `Bert(config).apply({"params": params}, ..., masks=masks)` (up to float32 summation order).
+    Parameters come back as NumPy arrays in their original dtype.
     """
     if "student" in params and "embeddings" not in params:
         raise ValueError("compact takes the student's Bert params; pass params['student'], not the "
                          "{'student', 'projections'} training tree")
-    n = config.num_hidden_layers
-    hid_m, attn_m, ffn_m = _bool_masks(masks)
-    want = (config.hidden_size,), (n, config.num_attention_heads, config.attention_head_size), \
-        (n, config.intermediate_size)
-    if (hid_m.shape, attn_m.shape, ffn_m.shape) != want:
-        raise ValueError(f"masks shapes {hid_m.shape}, {attn_m.shape}, {ffn_m.shape} do not match the config "
-                         f"({want}); build masks with pruning.init_masks(config)")
+    bm = _bool_masks(masks)
+    want = mask_shapes(config)
+    got = {s: bm[s].shape for s in want}
+    if got != want:
+        raise ValueError(f"masks shapes {got} do not match the config ({want}); "
+                         "build masks with pruning.init_masks(config)")
     plan = compaction_plan(masks)
-    new_config = compact_config(config, plan)
-    p = _to_numpy(params)
-    hid = plan.hidden_idx
-    ix = np.ix_(hid, hid)
-
-    def ln(tree):
-        return {"scale": tree["scale"][hid], "bias": tree["bias"][hid]}
-
-    e = p["embeddings"]
-    out: Dict[str, Any] = {"embeddings": {
-        "word_embeddings": {"embedding": e["word_embeddings"]["embedding"][:, hid]},
-        "position_embeddings": e["position_embeddings"][:, hid],
-        "token_type_embeddings": e["token_type_embeddings"][:, hid],
-        "LayerNorm": ln(e["LayerNorm"]),
-    }}
-    for i in range(n):
-        lp = p[f"layer_{i}"]
-        a = lp["attention"]
-        heads, dims, keep = plan.head_idx[i][:, None], plan.dim_idx[i], plan.dim_keep[i]  # [H',1], [H',d_h']
-        att = {}
-        for name in ("query", "key", "value"):
-            kern = a[name]["kernel"][hid][:, heads, dims]                      # [d', H', d_h']
-            att[name] = {"kernel": (kern * keep[None]).astype(kern.dtype),
-                         "bias": (a[name]["bias"][heads, dims] * keep).astype(kern.dtype)}
-        okern = a["output"]["kernel"][heads, dims][:, :, hid]                    # [H', d_h', d']
-        att["output"] = {"kernel": (okern * keep[..., None]).astype(okern.dtype), "bias": a["output"]["bias"][hid]}
-        att["LayerNorm"] = ln(a["LayerNorm"])
-        fidx, fkeep = plan.ffn_idx[i], plan.ffn_keep[i]
-        ik = lp["intermediate"]["kernel"][hid][:, fidx]                           # [d', F']
-        ok = lp["output"]["kernel"][fidx][:, hid]                                 # [F', d']
-        out[f"layer_{i}"] = {
-            "attention": att,
-            "intermediate": {"kernel": (ik * fkeep[None]).astype(ik.dtype),
-                             "bias": (lp["intermediate"]["bias"][fidx] * fkeep).astype(ik.dtype)},
-            "output": {"kernel": (ok * fkeep[:, None]).astype(ok.dtype), "bias": lp["output"]["bias"][hid]},
-            "LayerNorm": ln(lp["LayerNorm"]),
-        }
-    if "pooler" in p:
-        out["pooler"] = {"kernel": p["pooler"]["kernel"][ix], "bias": p["pooler"]["bias"][hid]}
-    if "mlm_transform" in p:
-        out["mlm_transform"] = {"kernel": p["mlm_transform"]["kernel"][ix], "bias": p["mlm_transform"]["bias"][hid]}
-        out["mlm_LayerNorm"] = ln(p["mlm_LayerNorm"])
-        out["mlm_bias"] = p["mlm_bias"]
-    if "classifier" in p:
-        out["classifier"] = {"kernel": p["classifier"]["kernel"][hid], "bias": p["classifier"]["bias"]}
-    unknown = sorted(set(p) - set(out))
-    if unknown:
-        raise ValueError(f"compact does not know how to slice the parameter groups {unknown}; "
-                         "only jaxdistill Bert params are supported")
-    return new_config, out
-
-
-def _to_numpy(tree):
-    if isinstance(tree, Mapping):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
+    return compact_config(config, plan), take_units(params, plan.select)
 
 
 def leaf_count(params: Mapping[str, Any]) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
+from jaxdistill import structures
 from jaxdistill.errors import NonFiniteError
 
 log = logging.getLogger(__name__)
@@ -43,25 +44,26 @@ def device_peak_flops(device: Optional[jax.Device] = None, override: Optional[fl
 
 def bert_forward_flops(config, seq_len: int, widths: Optional[Mapping[str, Any]] = None,
                        mlm_head: bool = True) -> float:
-    """Matmul FLOPs of one BERT forward pass over one sequence of `seq_len` tokens.
+    """Matmul FLOPs of one BERT forward pass over one sequence of `seq_len` tokens L.
 
     widths: effective widths as `pruning.remaining_widths(masks)` gives them ({"hidden": d, "ffn": [F per
     layer], "head_dims": [H * d_h kept per layer], ...}); defaults to the config's full widths.
+    The parameter side comes from `structures.kept_sizes` (kept entries per parameter at these widths):
+    2 L x (kept entries of every kernel applied to each token: the encoder's and, with `mlm_head`, the MLM
+    transform's and the tied decoder = word-embedding table [V, d]); plus the attention activations
+    2 L^2 a x 2 (scores and context) per layer of a kept head dims. The pooler and classifier (one token per
+    sequence), lookups, LayerNorms and softmaxes are ignored.
     """
-    N, L = config.num_hidden_layers, seq_len
-    d = widths["hidden"] if widths else config.hidden_size
-    ffn = widths["ffn"] if widths else [config.intermediate_size] * N
-    attn = widths["head_dims"] if widths else [config.num_attention_heads * config.attention_head_size] * N
-    total = 0.0
-    for i in range(N):
-        a, f = float(attn[i]), float(ffn[i])
-        total += 2 * L * d * a * 3          # Q, K, V projections
-        total += 2 * L * L * a * 2          # scores and context
-        total += 2 * L * a * d              # attention output projection
-        total += 2 * L * d * f * 2          # FFN in and out
-    if mlm_head:
-        total += 2 * L * d * d + 2 * L * d * config.vocab_size
-    return total
+    model = config.replace(with_mlm_head=bool(mlm_head))
+    units = structures.full_units(model) if not widths else \
+        {"hidden": widths["hidden"], "attn": widths["head_dims"], "ffn": widths["ffn"]}
+    per_token = 0
+    for path, n in structures.kept_sizes(model, units).items():
+        kernel = path[-1] == "kernel" and (structures.layer_of(path) is not None or path[0] == "mlm_transform")
+        decoder = mlm_head and path == ("embeddings", "word_embeddings", "embedding")
+        per_token += n if kernel or decoder else 0
+    attention = sum(2 * seq_len * seq_len * int(a) * 2 for a in units["attn"])
+    return float(2 * seq_len * per_token + attention)
 
 
 def distill_step_flops(teacher_config, student_config, batch_size: int, seq_len: int,

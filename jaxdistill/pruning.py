@@ -1,14 +1,10 @@
 """HomoDistil: prune the student while distilling it, with masks as explicit pytrees (METHODS.md, HomoDistil).
 
 Masks: `{"hidden": [d], "attn": [N, H, d_h], "ffn": [N, F]}` float32 0/1 (`init_masks`), passed to
-`Bert.__call__(..., masks=masks)`. Groups (structures) and what one unit removes:
-  * hidden dim j: column j of the word/position/type embeddings, embedding LayerNorm entry j, in every
-    layer row j of the Q/K/V/intermediate kernels, column j of the attention-output and FFN-output kernels
-    and those biases, every LayerNorm entry j, row and column j of the pooler and the MLM transform (+ the
-    pooler/transform bias and MLM LayerNorm entry j) and classifier row j;
-  * attention dim (layer i, head h, dim k): Q/K/V kernel column (h, k) and bias (h, k), output-kernel row (h, k);
-  * FFN neuron (layer i, n): intermediate column n and bias n, output-kernel row n.
-A unit's score is the sum of the per-parameter scores of everything it removes.
+`Bert.__call__(..., masks=masks)`. Which parameters one unit of each group (structure) removes is the table in
+`jaxdistill.structures` (hidden dims, per-layer attention head dims, per-layer FFN neurons); `group_scores`
+and `param_multipliers` (re-exported here) are derived from it. A unit's score is the sum of the
+per-parameter scores of everything it removes.
 
 Importance (PLATON): s = |theta * grad| per parameter each step, averaged over a window of `window` steps;
 at a window end `I <- b1 I + (1-b1) s_win`, then `U <- b2 U + (1-b2) |s_win - I|` (with the *updated* I, as
@@ -42,8 +38,9 @@ import ml_collections
 
 from jaxdistill.compaction import (compact, count_from_widths, count_params, full_param_count,  # noqa: F401
                                    remaining_widths)
-from jaxdistill.models.bert import BertConfig
 from jaxdistill.errors import ConfigError
+from jaxdistill.models.bert import BertConfig
+from jaxdistill.structures import apply_multipliers, group_scores, mask_shapes, param_multipliers  # noqa: F401
 
 Array = jax.Array
 PyTree = Any
@@ -275,11 +272,9 @@ def _solve(c, bc: BertConfig, hidden, ffn, attn, mode):
 
 # ---------------------------------------------------------------------------------------------- masks
 def init_masks(config: BertConfig) -> Dict[str, Array]:
-    """All-ones masks for `config`: {"hidden": [d], "attn": [N, H, d_h], "ffn": [N, F]} float32."""
-    n = config.num_hidden_layers
-    return {"hidden": jnp.ones((config.hidden_size,), jnp.float32),
-            "attn": jnp.ones((n, config.num_attention_heads, config.attention_head_size), jnp.float32),
-            "ffn": jnp.ones((n, config.intermediate_size), jnp.float32)}
+    """All-ones masks for `config`: {"hidden": [d], "attn": [N, H, d_h], "ffn": [N, F]} float32 (shapes from
+    `structures.mask_shapes`)."""
+    return {name: jnp.ones(shape, jnp.float32) for name, shape in mask_shapes(config).items()}
 
 
 def student_from_teacher(teacher_config: BertConfig, teacher_params: PyTree):
@@ -334,36 +329,6 @@ def importance_scores(importance: Dict[str, Any], config: PruningConfig) -> PyTr
     if config.beta2 == 1.0:
         return importance["ema_I"]
     return jax.tree.map(jnp.multiply, importance["ema_I"], importance["ema_U"])
-
-
-def group_scores(scores: PyTree, num_layers: int) -> Dict[str, Array]:
-    """Sums per-parameter `scores` (a tree like the student's params) into unit scores:
-    {"hidden": [d], "attn": [N, H, d_h], "ffn": [N, F]}, each the sum over everything the unit removes."""
-    e = scores["embeddings"]
-    hid = (e["word_embeddings"]["embedding"].sum(0) + e["position_embeddings"].sum(0)
-           + e["token_type_embeddings"].sum(0) + e["LayerNorm"]["scale"] + e["LayerNorm"]["bias"])
-    attn, ffn = [], []
-    for i in range(num_layers):
-        lp = scores[f"layer_{i}"]
-        a = lp["attention"]
-        per_dim = a["output"]["kernel"].sum(2)
-        for name in ("query", "key", "value"):
-            hid = hid + a[name]["kernel"].sum((1, 2))
-            per_dim = per_dim + a[name]["kernel"].sum(0) + a[name]["bias"]
-        hid = hid + a["output"]["kernel"].sum((0, 1)) + a["output"]["bias"]
-        hid = hid + a["LayerNorm"]["scale"] + a["LayerNorm"]["bias"] + lp["LayerNorm"]["scale"] + lp["LayerNorm"]["bias"]
-        hid = hid + lp["intermediate"]["kernel"].sum(1) + lp["output"]["kernel"].sum(0) + lp["output"]["bias"]
-        attn.append(per_dim)
-        ffn.append(lp["intermediate"]["kernel"].sum(0) + lp["intermediate"]["bias"] + lp["output"]["kernel"].sum(1))
-    for name in ("pooler", "mlm_transform"):
-        if name in scores:
-            k = scores[name]["kernel"]  # row j and column j; the entry (j, j) is removed once
-            hid = hid + k.sum(0) + k.sum(1) - jnp.diagonal(k) + scores[name]["bias"]
-    if "mlm_LayerNorm" in scores:
-        hid = hid + scores["mlm_LayerNorm"]["scale"] + scores["mlm_LayerNorm"]["bias"]
-    if "classifier" in scores:
-        hid = hid + scores["classifier"]["kernel"].sum(1)
-    return {"hidden": hid, "attn": jnp.stack(attn), "ffn": jnp.stack(ffn)}
 
 
 # -------------------------------------------------------------------------------------------- schedule
@@ -431,42 +396,6 @@ def select_masks(masks: Dict[str, Array], groups: Dict[str, Array], widths: Dict
     return new
 
 
-def param_multipliers(masks: Dict[str, Array], student_params: PyTree) -> Dict[str, Any]:
-    """0/1 multipliers (broadcastable, float32) for the student's params: 0 where a pruned unit removes the
-    parameter. Leaves no group touches (mlm_bias, classifier bias) are absent."""
-    h = masks["hidden"]
-    ln = {"scale": h, "bias": h}
-    out: Dict[str, Any] = {"embeddings": {"word_embeddings": {"embedding": h[None]}, "position_embeddings": h[None],
-                                          "token_type_embeddings": h[None], "LayerNorm": ln}}
-    n = masks["attn"].shape[0]
-    for i in range(n):
-        a, f = masks["attn"][i], masks["ffn"][i]
-        qkv = {"kernel": h[:, None, None] * a[None], "bias": a}
-        out[f"layer_{i}"] = {
-            "attention": {"query": qkv, "key": qkv, "value": qkv,
-                          "output": {"kernel": a[:, :, None] * h[None, None, :], "bias": h}, "LayerNorm": ln},
-            "intermediate": {"kernel": h[:, None] * f[None, :], "bias": f},
-            "output": {"kernel": f[:, None] * h[None, :], "bias": h},
-            "LayerNorm": ln}
-    square = {"kernel": h[:, None] * h[None, :], "bias": h}
-    for name in ("pooler", "mlm_transform"):
-        if name in student_params:
-            out[name] = square
-    if "mlm_LayerNorm" in student_params:
-        out["mlm_LayerNorm"] = ln
-    if "classifier" in student_params:
-        out["classifier"] = {"kernel": h[:, None]}
-    return out
-
-
-def _apply_multipliers(tree, mults):
-    if mults is None:
-        return tree
-    if isinstance(mults, Mapping):
-        return {k: _apply_multipliers(v, mults.get(k)) for k, v in tree.items()}
-    return tree * mults.astype(tree.dtype)
-
-
 def _mask_mirrors(node, structure, apply_fn):
     """Applies `apply_fn` to every subtree of an optimizer state whose tree structure equals `structure`
     (the params'), e.g. Adam's mu/nu inside optax.chain or optax.MultiSteps, and MultiSteps' acc_grads."""
@@ -504,12 +433,13 @@ def prune_update(masks: Dict[str, Array], importance: Dict[str, Any], params: Py
         new_masks = select_masks(masks, groups, target_widths(step, config), config)
         mults = param_multipliers(new_masks, student)
         full_mults = {"student": mults} if nested else mults
-        apply_fn = lambda tree: _apply_multipliers(tree, full_mults)
+        apply_fn = lambda tree: apply_multipliers(tree, full_mults)
         return new_masks, apply_fn(params), _mask_mirrors(opt_state, structure, apply_fn)
 
     return jax.lax.cond(on_cadence(step, config), update, lambda ops: ops, (masks, params, opt_state))
 
 
-__all__ = ["PruningConfig", "compact", "count_params", "default_pruning_config", "group_scores", "importance_scores",
-           "init_importance", "init_masks", "keep_ratio", "on_cadence", "param_multipliers", "prune_update",
-           "remaining_widths", "select_masks", "student_from_teacher", "target_widths", "update_importance"]
+__all__ = ["PruningConfig", "compact", "count_from_widths", "count_params", "default_pruning_config", "group_scores",
+           "importance_scores", "init_importance", "init_masks", "keep_ratio", "on_cadence", "param_multipliers",
+           "prune_update", "remaining_widths", "select_masks", "student_from_teacher", "target_widths",
+           "update_importance"]

@@ -10,8 +10,11 @@ of Q/K/V, and each FFN neuron. LayerNorm statistics are computed over kept hidde
 attention scale stays `1/sqrt(attention_scale_dim)`, so a masked model and its compacted dense copy are the
 same function.
 
-Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `pos`, `types`,
-`classes`); `jaxdistill.sharding` maps them to mesh axes.
+Every parameter carries logical axis names (`vocab`, `embed`, `embed_out`, `heads`, `kv`, `mlp`, `pos`,
+`types`, `classes`); `jaxdistill.sharding` maps them to mesh axes, and `jaxdistill.structures` derives from
+them which parameter axes each mask removes (for importance scores, parameter multipliers, compaction,
+counts and FLOPs). The gating in this module acts on activations (projection outputs, residual writes,
+LayerNorm statistics), so it is written out here.
 """
 from __future__ import annotations
 
