@@ -9,8 +9,10 @@ from jaxdistill import config_loader
 from jaxdistill.config_loader import ConfigError, apply_overrides, load_config, presets_of, validate_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not os.path.basename(p).startswith("_"))
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                      if not os.path.basename(p).startswith("_"))
+# The experiment configs (a get_config); common.py and demo.py hold shared settings only.
+CONFIGS = [p for p in CONFIG_FILES if "\ndef get_config(" in open(p).read()]
 RECIPE_FILES = ("homodistil", "distilbert", "tinybert", "minilm", "minilmv2", "pkd", "mobilebert", "hinton",
                 "logit_mse")
 CASES = [(path, preset) for path in CONFIGS for preset in presets_of(path)]
@@ -19,6 +21,8 @@ CASES = [(path, preset) for path in CONFIGS for preset in presets_of(path)]
 def test_every_recipe_has_a_config_file():
     names = {os.path.splitext(os.path.basename(p))[0] for p in CONFIGS}
     assert set(RECIPE_FILES) | {"finetune"} <= names
+    assert {os.path.basename(p) for p in CONFIG_FILES} - {os.path.basename(p) for p in CONFIGS} == \
+        {"common.py", "demo.py"}
 
 
 @pytest.mark.parametrize("path,preset", CASES, ids=[f"{os.path.basename(p)}:{s}" for p, s in CASES])
@@ -94,7 +98,7 @@ def test_missing_file_and_missing_get_config(tmp_path):
 
 def _cfg():
     from jaxdistill.defaults import base_config
-    return base_config("homodistil")
+    return base_config()
 
 
 def test_overrides_are_parsed_with_the_field_type():
