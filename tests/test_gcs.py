@@ -130,7 +130,7 @@ def test_gs_distill_sigkill_resume_export_finetune(gcs, tmp_path):
 
     base = f"gs://{BUCKET}/e2e"
     remote = tiny_homodistil_config(upload_tree(teacher, f"{base}/teacher"), upload_tree(corpus, f"{base}/corpus.txt"),
-                                    os.path.join(root, "cache-gs"), steps=steps, checkpoint_every=2, log_every=2)
+                                    f"{base}/cache", steps=steps, checkpoint_every=2, log_every=2)
     remote.metrics.tensorboard = True
     config_path = write_config(remote, os.path.join(root, "remote.json"))
     work = f"{base}/run"
@@ -161,6 +161,8 @@ def test_gs_distill_sigkill_resume_export_finetune(gcs, tmp_path):
     assert summary["steps"] == 4 and "accuracy" in summary["metrics"]
     assert storage.exists(f"{ft_work}/model/config.json") and storage.exists(f"{ft_work}/metrics.jsonl")
     assert "id2label" in storage.read_json(f"{ft_work}/model/config.json")
+    [cache] = storage.listdir(f"{base}/cache")
+    assert storage.read_json(f"{base}/cache/{cache}/manifest.json")["num_shards"] >= 1, "the data cache is on gs://"
 
 
 def write_task(path: str) -> str:

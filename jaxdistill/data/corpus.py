@@ -257,7 +257,8 @@ class HFCorpus(Corpus):
         if self.ds is not None:
             return
         import datasets
-        kw: Dict[str, Any] = {"cache_dir": os.path.join(self.cache_dir, "hf-datasets") if self.cache_dir else None}
+        local_cache = self.cache_dir and not storage.is_remote(self.cache_dir)  # datasets caches on local disk
+        kw: Dict[str, Any] = {"cache_dir": os.path.join(self.cache_dir, "hf-datasets") if local_cache else None}
         try:
             if self.local:
                 if self.builder == "text":
