@@ -12,8 +12,6 @@ import contextlib
 import errno
 import json
 import logging
-import os
-import shutil
 import signal
 import threading
 import time
@@ -22,6 +20,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jaxdistill import storage
 from jaxdistill.errors import (CheckpointError, ConfigError, ResumeError,  # noqa: F401  (ResumeError re-exported)
                                StorageError)
 
@@ -30,6 +29,8 @@ log = logging.getLogger(__name__)
 # Config entries whose change makes an existing checkpoint meaningless for the new run.
 RESUME_CRITICAL = ("teacher.path", "student", "recipe.name", "pruning", "data.seq_len", "train.batch_size",
                    "train.seed", "data.seed")
+# On object stores orbax writes a step in place (no rename) and marks it finished with this file.
+GCS_COMMIT_FILE = "commit_success.txt"
 
 
 
@@ -43,11 +44,10 @@ def _get(tree: Mapping[str, Any], dotted: str):
 
 def check_compatible(workdir: str, config_dict: Mapping[str, Any]) -> None:
     """Refuses to resume a workdir whose saved config disagrees on a resume-critical entry."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "config.json")
+    if not storage.exists(path):
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = storage.read_json(path)
     new = json.loads(json.dumps(config_dict, default=str))
     diffs = [(k, _get(saved, k), _get(new, k)) for k in RESUME_CRITICAL if _get(saved, k) != _get(new, k)]
     if diffs:
@@ -60,18 +60,14 @@ def check_compatible(workdir: str, config_dict: Mapping[str, Any]) -> None:
 def write_config(workdir: str, config_dict: Mapping[str, Any]) -> None:
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, ".config.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(config_dict, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, os.path.join(workdir, "config.json"))
+    storage.write_json(storage.join(workdir, "config.json"), config_dict, indent=2, sort_keys=True, default=str)
 
 
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` for `{state, meta}` checkpoints."""
 
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.absolute(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
@@ -139,17 +135,19 @@ class Checkpointer:
         aside = self.directory + ".damaged"
         if jax.process_index() == 0:
             for step in steps:
-                target = os.path.join(aside, str(step))
-                if os.path.exists(target):
+                target = storage.join(aside, str(step))
+                if storage.exists(target):
                     target += f".{int(time.time())}"
+                source = storage.join(self.directory, str(step))
                 try:
-                    os.makedirs(aside, exist_ok=True)
-                    shutil.move(os.path.join(self.directory, str(step)), target)
-                except OSError as e:
+                    storage.move_tree(source, target)
+                except Exception as e:  # noqa: BLE001  (OSError locally, the client's errors on gs://)
+                    if storage.storage_failure_reason(e) is None:
+                        raise
                     raise StorageError(
-                        f"could not move the damaged checkpoint {os.path.join(self.directory, str(step))} aside to "
-                        f"{target} ({e.strerror or e}); fix the permissions of {self.directory} (or move that "
-                        "folder away yourself) and rerun the same command") from e
+                        f"could not move the damaged checkpoint {source} aside to {target} "
+                        f"({getattr(e, 'strerror', None) or e}); fix the permissions of {self.directory} (or move "
+                        "that folder away yourself) and rerun the same command") from e
                 log.warning("moved the damaged checkpoint of step %d to %s", step, target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
@@ -214,15 +212,17 @@ def read_state(directory: str, step: Optional[int] = None) -> Tuple[int, Any]:
     A damaged newest checkpoint is skipped with a warning in favour of the one before it; a damaged `step`
     asked for by name raises CheckpointError naming the steps that remain. Returns (step, state dict).
     """
-    directory = os.path.abspath(directory)
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+    directory = storage.absolute(directory)
+    steps = sorted(int(d) for d in storage.listdir(directory) if d.isdigit())
+    if storage.is_remote(directory):  # orbax saves in place on GCS and commits with this file, written last
+        steps = [s for s in steps if storage.exists(storage.join(directory, str(s), GCS_COMMIT_FILE))]
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {directory}; the run has not saved one yet")
     if step is not None and int(step) not in steps:
         raise ConfigError(f"no checkpoint for step {step} in {directory}; available steps: {steps}")
     candidates = [int(step)] if step is not None else list(reversed(steps))
     for candidate in candidates:
-        path = os.path.join(directory, str(candidate), "state")
+        path = storage.join(directory, str(candidate), "state")
         try:
             return candidate, ocp.StandardCheckpointer().restore(path)
         except Exception as e:  # orbax raises several types for damaged files

@@ -212,11 +212,8 @@ def _is_main_process() -> bool:
 
 
 def _write_json(path: str, data: Dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    from jaxdistill import storage
+    storage.write_json(path, data, indent=2, sort_keys=True, default=str)
 
 
 def _fmt_params(n) -> str:
@@ -237,9 +234,10 @@ def cmd_distill(args, overrides) -> int:
     summary = train.train_and_evaluate(config, args.workdir, restart_from_scratch=args.restart_from_scratch)
     if not _is_main_process():
         return EXIT_OK
-    workdir = summary.get("workdir", os.path.abspath(args.workdir))
+    from jaxdistill import storage
+    workdir = summary.get("workdir", storage.absolute(args.workdir))
     if summary.get("status") != "already_complete":  # keep the finished run's own summary
-        _write_json(os.path.join(workdir, "summary.json"), summary)
+        _write_json(storage.join(workdir, "summary.json"), summary)
     status, step = summary.get("status"), summary.get("step")
     lines = [f"status: {status}", f"steps: {step}/{config.train.steps}", f"workdir: {workdir}"]
     metrics = summary.get("metrics") or {}
@@ -282,9 +280,9 @@ def cmd_prepare_data(args, overrides) -> int:
 def cmd_export(args, overrides) -> int:
     if overrides:
         raise UsageError("export takes no --config.* overrides")
-    from jaxdistill import train
-    if not os.path.isdir(args.workdir):
-        what = "is a file" if os.path.exists(args.workdir) else "does not exist"
+    from jaxdistill import storage, train
+    if not storage.isdir(args.workdir):
+        what = "is a file" if storage.exists(args.workdir) else "does not exist"
         raise FileNotFoundError(f"workdir {args.workdir!r} {what}; pass the --workdir of a "
                                 "`jaxdistill distill` run")
     if args.push_to_hub:
@@ -309,7 +307,8 @@ def cmd_finetune(args, overrides) -> int:
     summary = finetune.finetune_and_evaluate(config, args.workdir)
     if not _is_main_process():
         return EXIT_OK
-    _write_json(os.path.join(os.path.abspath(args.workdir), "summary.json"), summary)
+    from jaxdistill import storage
+    _write_json(storage.join(storage.absolute(args.workdir), "summary.json"), summary)
     metrics = summary.get("metrics", {})
     print(f"task: {summary.get('task')}  steps: {summary.get('steps')}  validation: "
           + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())), flush=True)

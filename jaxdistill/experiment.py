@@ -19,6 +19,7 @@ import jax
 
 from jaxdistill import layer_map, objectives, pruning
 from jaxdistill import sharding as shard_lib
+from jaxdistill import storage
 from jaxdistill.data import check_data_config
 from jaxdistill.errors import ConfigError
 from jaxdistill.models import BertConfig, hf
@@ -104,12 +105,19 @@ def teacher_config_of(path: str) -> Tuple[BertConfig, str]:
     """
     if not path:
         raise ConfigError("teacher.path is empty: give a Hugging Face BERT directory (or hub id when online)")
-    if os.path.isdir(path):
-        return hf.load_config(path, with_mlm_head=True, with_pooler=True), path
+    if os.path.isdir(path) or storage.is_remote(path):  # a gs:// directory is mirrored locally first
+        return hf.load_config(hf.resolve_path(path), with_mlm_head=True, with_pooler=True), path
     if hf.looks_like_hub_id(path):
         return hf.config_of(path, with_mlm_head=True, with_pooler=True), f"{path} (hub)"
     raise FileNotFoundError(f"teacher directory {path!r} does not exist; set --config.teacher.path to a Hugging "
                             "Face BERT directory (config.json + model.safetensors) or a hub id")
+
+
+def local_tokenizer_dir(teacher_section) -> str:
+    """The teacher's tokenizer directory (`teacher.tokenizer`, else `teacher.path`) as a local path: a gs://
+    directory is mirrored locally (the tokenizer library reads local files); others are returned as given."""
+    path = str(teacher_section.get("tokenizer") or "") or str(teacher_section.path)
+    return hf.resolve_path(path) if storage.is_remote(path) else path
 
 
 def student_config_of(teacher: BertConfig, student_section) -> Tuple[BertConfig, str, Tuple[int, ...]]:
@@ -159,7 +167,7 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
     return Experiment(config=config, teacher_config=teacher, teacher_source=source, student_config=student,
                       student_init=init, student_layers=layers, recipe=recipe, pruning=pcfg, data=data,
                       optimizer=optimizer, mesh_sizes=sizes, mesh_shape=shape, rules=rules,
-                      tokenizer_dir=str(config.teacher.get("tokenizer") or "") or str(config.teacher.path),
+                      tokenizer_dir=local_tokenizer_dir(config.teacher),
                       export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)))
 
 

@@ -31,6 +31,7 @@ import optax
 
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import sharding as shard_lib
+from jaxdistill import storage
 from jaxdistill.hosts import process_rows
 from jaxdistill.models import Bert, BertConfig, hf
 from jaxdistill.optimizer import OptimizerConfig, make_lr_schedule, make_optimizer
@@ -102,6 +103,8 @@ def _check_model_dir(path: str) -> str:
     if not path:
         raise ConfigError("config.model is empty; give a BERT directory (Hugging Face or a jaxdistill "
                          "export) or a hub id when online")
+    if storage.is_remote(path):
+        path = hf.resolve_path(path)  # downloaded once to a local mirror
     if not os.path.isdir(path):
         if not hf.looks_like_hub_id(path) or os.environ.get("HF_HUB_OFFLINE") == "1":
             raise FileNotFoundError(f"model directory {path!r} does not exist; pass the directory that holds "
@@ -255,17 +258,14 @@ def _load_task(config_or_task_cfg, tokenizer_dir: str, max_length: int, max_posi
 
 def _label_config(path: str, model_config: BertConfig, task) -> None:
     """Writes the task's label names into the saved config.json (id2label/label2id) for readability."""
-    import json
     if not task.label_names or len(task.label_names) != model_config.num_labels:
         return
-    cfg_path = os.path.join(path, "config.json")
-    with open(cfg_path) as f:
-        d = json.load(f)
+    cfg_path = storage.join(path, "config.json")
+    d = storage.read_json(cfg_path)
     d["id2label"] = {str(i): str(n) for i, n in enumerate(task.label_names)}
     d["label2id"] = {str(n): i for i, n in enumerate(task.label_names)}
     d["problem_type"] = "single_label_classification"
-    with open(cfg_path, "w") as f:
-        json.dump(d, f, indent=2, sort_keys=True)
+    storage.write_json(cfg_path, d, indent=2, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -283,13 +283,15 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     """
     validate_config(config)
     model_path = _check_model_dir(str(config.model))
-    workdir = os.path.abspath(workdir)
-    model_out = os.path.join(workdir, "model")
+    workdir = storage.absolute(workdir)
+    model_out = storage.join(workdir, "model")
     save_model = bool(config.get("save_model", False))
-    if save_model and os.path.isdir(model_out) and os.listdir(model_out) and not config.get("overwrite", False):
+    if save_model and storage.listdir(model_out) and not config.get("overwrite", False):
         raise OutputExistsError(f"{model_out!r} already holds a model; pass overwrite=True (--config.overwrite=True) "
                                 "or use a new workdir")
     tokenizer_dir = str(config.get("tokenizer") or "") or model_path
+    if storage.is_remote(tokenizer_dir):
+        tokenizer_dir = hf.resolve_path(tokenizer_dir)
     seed, max_length = int(config.seed), int(config.max_length)
     task = _load_task(config.task, tokenizer_dir, max_length, hf.load_config(model_path).max_position_embeddings)
     want = int(config.get("num_labels", 0) or 0)

@@ -11,13 +11,15 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
 
-from jaxdistill import structures
+from jaxdistill import storage, structures
 from jaxdistill.errors import NonFiniteError
 
 log = logging.getLogger(__name__)
@@ -142,11 +144,20 @@ def drop_lines_after(path: str, step: int) -> int:
     return len(lines) - len(kept)
 
 
+# How often TensorBoard event files of a gs:// workdir are uploaded (and at close).
+TENSORBOARD_SYNC_S = 60.0
+
+
 class MetricWriter:
     """Writes scalar metrics to `<workdir>/metrics.jsonl`, TensorBoard event files and the console.
 
     Only process 0 writes; other processes get a writer that does nothing. With `workdir=None` it writes
     only to the console (log lines and the progress bar named `desc`).
+
+    A gs:// workdir is written through a local staging folder (tensorboardX cannot write gs:// without
+    TensorFlow): its `metrics.jsonl` is downloaded first, and uploaded whole after every log line; the
+    TensorBoard event files are uploaded every TENSORBOARD_SYNC_S seconds and at close. A run killed between
+    uploads loses at most the lines since its last log line, which the resumed run writes again.
     """
 
     def __init__(self, workdir: Optional[str], total_steps: int, start_step: int = 0, tensorboard: bool = True,
@@ -156,20 +167,46 @@ class MetricWriter:
         self.active = jax.process_index() == 0
         self.total = total_steps
         self._jsonl = self._tb = self._bar = None
+        self.workdir, self._staging, self._tb_synced = workdir, None, time.monotonic()
         if not self.active:
             return
         if workdir is not None:
-            os.makedirs(workdir, exist_ok=True)
+            local = self._stage(workdir) if storage.is_remote(workdir) else workdir
+            os.makedirs(local, exist_ok=True)
             if drop_after is not None:
-                drop_lines_after(os.path.join(workdir, "metrics.jsonl"), drop_after)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+                drop_lines_after(os.path.join(local, "metrics.jsonl"), drop_after)
+            self._jsonl = open(os.path.join(local, "metrics.jsonl"), "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                self._tb = SummaryWriter(os.path.join(local, "tensorboard"))
         if progress:
             from tqdm.auto import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step",
                              dynamic_ncols=True, mininterval=1.0)
+
+    def _stage(self, workdir: str) -> str:
+        """A local folder standing in for the gs:// `workdir`, holding a copy of its metrics.jsonl."""
+        self._staging = tempfile.mkdtemp(prefix="jaxdistill-metrics-")
+        remote = storage.join(workdir, "metrics.jsonl")
+        if storage.exists(remote):
+            with open(os.path.join(self._staging, "metrics.jsonl"), "wb") as f:
+                f.write(storage.read_bytes(remote))
+        return self._staging
+
+    def sync(self, tensorboard: bool = False) -> None:
+        """Uploads the staged metrics.jsonl (and with `tensorboard` the event files) to a gs:// workdir."""
+        if self._staging is None:
+            return
+        if self._jsonl is not None and not self._jsonl.closed:
+            self._jsonl.flush()
+        staged = os.path.join(self._staging, "metrics.jsonl")
+        if os.path.exists(staged):
+            with open(staged, "rb") as f:
+                storage.write_bytes(storage.join(self.workdir, "metrics.jsonl"), f.read())
+        events = os.path.join(self._staging, "tensorboard")
+        if tensorboard and os.path.isdir(events):
+            storage.upload_dir(events, storage.join(self.workdir, "tensorboard"))
+            self._tb_synced = time.monotonic()
 
     def write(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.active:
@@ -190,6 +227,7 @@ class MetricWriter:
             self._bar.set_postfix(short, refresh=False)
         line = " ".join(f"{k}={_fmt(v)}" for k, v in clean.items() if not isinstance(v, list))
         log.info("step %d/%d %s", step, self.total, line)
+        self.sync(tensorboard=time.monotonic() - self._tb_synced > TENSORBOARD_SYNC_S)
 
     def advance(self, step: int) -> None:
         if self._bar is not None:
@@ -203,3 +241,9 @@ class MetricWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+        try:
+            self.sync(tensorboard=True)
+        finally:
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+                self._staging = None

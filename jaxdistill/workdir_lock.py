@@ -15,7 +15,7 @@ The protocol needs only three storage operations, which is what keeps it portabl
                                       local: under an flock of a guard   gs://: write/delete with
                                       file, then an atomic os.replace     if_generation_match=<generation read>
 
-`LocalLockStore` implements them for local (and NFS-free shared) disks; a `gs://` store implements the same
+`LocalLockStore` implements them for local (and NFS-free shared) disks; `GcsLockStore` implements the same
 three methods with generation preconditions. Heartbeats and take-overs are both `swap_if_held_by`, so two
 contenders can never both believe they hold the lock: the one whose swap lands second sees a changed token.
 A run that loses its lock (it stalled past its lease and another run took over) finds out at its next
@@ -35,6 +35,7 @@ import time
 import uuid
 from typing import Optional
 
+from jaxdistill import storage
 from jaxdistill.errors import StorageError, WorkdirInUseError
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,68 @@ class LocalLockStore:
                 fcntl.flock(guard, fcntl.LOCK_UN)
 
 
+class GcsLockStore:
+    """The lock record as one GCS object; every change is conditional on the object's generation
+    (`ifGenerationMatch`), which GCS checks atomically: 0 to create it only when absent, the generation read
+    to replace or delete it only when nobody changed it since (a compare-and-swap)."""
+
+    def __init__(self, url: str):
+        self.path = url
+        bucket, self.key = storage.split_bucket(url)
+        self.bucket = storage.gcs_client().bucket(bucket)
+
+    def create_if_absent(self, record: dict) -> bool:
+        from google.api_core.exceptions import PreconditionFailed
+        try:
+            self.bucket.blob(self.key).upload_from_string(json.dumps(record), if_generation_match=0)
+        except PreconditionFailed:
+            return False
+        return True
+
+    def read_with_generation(self):
+        """(record, generation), or (None, None) when there is no lock object."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+        for _ in range(5):  # the object may change between reading its generation and its content
+            blob = self.bucket.get_blob(self.key)
+            if blob is None:
+                return None, None
+            try:
+                data = blob.download_as_bytes(if_generation_match=blob.generation)
+            except (NotFound, PreconditionFailed):
+                continue
+            try:
+                return json.loads(data), blob.generation
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return {}, blob.generation
+        return None, None
+
+    def read(self) -> Optional[dict]:
+        return self.read_with_generation()[0]
+
+    def swap_if_held_by(self, token: Optional[str], record: Optional[dict]) -> bool:
+        """Replaces the record with `record` (deletes it when None) only if it still carries `token` and
+        nobody wrote it between this read and this write."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+        current, generation = self.read_with_generation()
+        if current is None or current.get("token") != token:
+            return False
+        blob = self.bucket.blob(self.key)
+        try:
+            if record is None:
+                blob.delete(if_generation_match=generation)
+            else:
+                blob.upload_from_string(json.dumps(record), if_generation_match=generation)
+        except (NotFound, PreconditionFailed):
+            return False
+        return True
+
+
+def lock_store_for(workdir: str):
+    """The lock store of `workdir`: a GCS object for a gs:// workdir, a local file otherwise."""
+    path = storage.join(workdir, LOCK_NAME)
+    return GcsLockStore(path) if storage.is_remote(workdir) else LocalLockStore(path)
+
+
 def process_start_ticks(pid: int) -> Optional[str]:
     """The start time of process `pid` in clock ticks since boot (Linux), which tells a reused pid apart."""
     try:
@@ -146,7 +209,7 @@ class WorkdirLock:
     def __init__(self, workdir: str, lease_s: float = DEFAULT_LEASE_S, store=None):
         self.workdir = workdir
         self.lease_s = float(lease_s)
-        self.store = store or LocalLockStore(os.path.join(workdir, LOCK_NAME))
+        self.store = store or lock_store_for(workdir)
         self.token = uuid.uuid4().hex
         self.lost = False
         self._stop = threading.Event()
@@ -161,10 +224,18 @@ class WorkdirLock:
     def acquire(self) -> "WorkdirLock":
         """Takes the lock (or a stale one over) or raises WorkdirInUseError naming its holder."""
         try:
-            os.makedirs(self.workdir, exist_ok=True)
+            storage.makedirs(self.workdir)
         except OSError as e:
             raise StorageError(f"cannot create the workdir {self.workdir!r} ({e.strerror}); fix its parent's "
                                "permissions or free space, then rerun") from e
+        with storage.storage_errors(f"taking the lock {self.store.path} of the workdir"):
+            self.take()
+        self._thread = threading.Thread(target=self._heartbeat, name="jaxdistill-lock-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def take(self) -> None:
+        """Creates the lock record, or takes a stale one over; raises WorkdirInUseError while it is held."""
         for _ in range(3):  # a holder may release or a contender may win between our read and our write
             if self.store.create_if_absent(self.record()):
                 break
@@ -183,9 +254,6 @@ class WorkdirLock:
         else:
             raise WorkdirInUseError(f"could not take the lock of workdir {self.workdir!r}: other runs keep "
                                     f"changing it ({self.store.path})")
-        self._thread = threading.Thread(target=self._heartbeat, name="jaxdistill-lock-heartbeat", daemon=True)
-        self._thread.start()
-        return self
 
     def _heartbeat(self) -> None:
         started = None
@@ -196,7 +264,9 @@ class WorkdirLock:
                     self.lost = True
                     log.error("lost the lock of %s to another run", self.workdir)
                     return
-            except OSError as e:  # a storage hiccup: the next beat retries within the lease
+            except Exception as e:  # a storage hiccup: the next beat retries within the lease
+                if storage.storage_failure_reason(e) is None:
+                    raise
                 log.warning("could not renew the lock of %s (%s)", self.workdir, e)
 
     def check(self) -> None:
@@ -213,7 +283,9 @@ class WorkdirLock:
             self._thread.join(timeout=5)
         try:
             self.store.swap_if_held_by(self.token, None)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001  (storage errors of either store)
+            if storage.storage_failure_reason(e) is None:
+                raise
             log.warning("could not remove the lock file %s (%s); the next run takes it over", self.store.path, e)
 
     def __enter__(self) -> "WorkdirLock":

@@ -182,7 +182,7 @@ def test_unreadable_checkpoints_are_storage_errors_not_damage(tmp_path, monkeypa
 
     def cannot_move(src, dst):
         raise PermissionError(errno.EACCES, "Permission denied", dst)
-    monkeypatch.setattr(checkpoint.shutil, "move", cannot_move)
+    monkeypatch.setattr(checkpoint.storage, "move_tree", cannot_move)
     with pytest.raises(errors.StorageError, match=r"could not move the damaged checkpoint .*ck/2 aside .*"
                                                   r"\(Permission denied\); fix the permissions"):
         ckpt.restore_latest(target)

@@ -14,9 +14,14 @@ Layout of one cache folder (`<cache_dir>/<label>-L<seq_len>-<pack>-<key>/`):
   manifest.json                  the committed marker: shards, sequences, documents, tokens
 A shard folder is written under a temporary name and renamed into place; a process that finds a shard done
 (by another process, or an earlier interrupted run) skips it.
+
+A gs:// `cache_dir` works the same way through `jaxdistill.storage`: a shard is packed into a local
+temporary folder and uploaded with its manifest.json last (its commit), the top-level manifest.json is one
+atomic object write, and a committed cache is read from a local mirror (memory-mapping needs local files).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 
+from jaxdistill import storage
 from jaxdistill.data import packing
 from jaxdistill.data.corpus import Corpus
 from jaxdistill.errors import CorpusError, DataError
@@ -93,7 +99,7 @@ class Prepared:
 
 
 def shard_dir(path: str, shard: int) -> str:
-    return os.path.join(path, f"shard-{shard:05d}")
+    return storage.join(path, f"shard-{shard:05d}")
 
 
 def open_prepared(path: str) -> Prepared:
@@ -135,7 +141,16 @@ def documents_by_shard(corpus: Corpus, docs_per_shard: int, docs_per_batch: int
 
 def write_shard(path: str, batches: List[List[str]], tok: packing.TokenizerInfo, seq_len: int, pack: str,
                 num_proc: int) -> Dict[str, Any]:
-    """Tokenizes and packs one shard's documents into `path` (temporary folder, renamed into place)."""
+    """Tokenizes and packs one shard's documents into `path` (temporary folder, renamed into place; for a
+    gs:// `path`, a local folder uploaded with its manifest.json last)."""
+    if storage.is_remote(path):
+        staging = tempfile.mkdtemp(prefix="jaxdistill-shard-")
+        try:
+            info = write_shard(os.path.join(staging, "shard"), batches, tok, seq_len, pack, num_proc)
+            storage.upload_dir(os.path.join(staging, "shard"), path, last="manifest.json")
+            return info
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=os.path.dirname(path))
     try:
@@ -171,8 +186,7 @@ def write_shard(path: str, batches: List[List[str]], tok: packing.TokenizerInfo,
 def shard_info(path: str):
     """The finished shard's manifest dict, or None."""
     try:
-        with open(os.path.join(path, "manifest.json")) as f:
-            return json.load(f)
+        return storage.read_json(storage.join(path, "manifest.json"))
     except (OSError, ValueError):
         return None
 
@@ -189,10 +203,10 @@ def prepare(corpus: Corpus, tok: packing.TokenizerInfo, seq_len: int, cache_dir:
     `pipeline.check_data_config` validated.
     """
     key = cache_key(corpus.identity(), tok, seq_len, pack, docs_per_shard)
-    final = os.path.join(cache_dir, f"{corpus.spec.label()}-L{seq_len}-{pack}-{key}")
-    if os.path.exists(os.path.join(final, "manifest.json")):
+    final = storage.join(cache_dir, f"{corpus.spec.label()}-L{seq_len}-{pack}-{key}")
+    if storage.exists(storage.join(final, "manifest.json")):
         log.info("data: using cached packed corpus %s", final)
-        return open_prepared(final)
+        return open_committed(final)
     corpus.load()  # full validation (datasets / TFDS) before the expensive part
     t0 = time.time()
     mine, docs_seen, num_shards = prepare_my_shards(corpus, tok, seq_len, final, pack, num_proc, progress,
@@ -214,7 +228,15 @@ def prepare(corpus: Corpus, tok: packing.TokenizerInfo, seq_len: int, cache_dir:
                        created=time.strftime("%Y-%m-%dT%H:%M:%S")))
     log.info("data: packed %d documents, %d tokens into %d sequences of %d -> %s", totals["num_documents"],
              totals["num_tokens"], totals["num_sequences"], seq_len, final)
-    return open_prepared(final)
+    return open_committed(final)
+
+
+def open_committed(final: str) -> Prepared:
+    """`open_prepared` on a committed cache folder; a gs:// one is first mirrored locally."""
+    if not storage.is_remote(final):
+        return open_prepared(final)
+    prepared = open_prepared(storage.local_copy(final))
+    return dataclasses.replace(prepared, path=final)
 
 
 def prepare_my_shards(corpus, tok, seq_len, final, pack, num_proc, progress, docs_per_batch, docs_per_shard,
@@ -266,7 +288,4 @@ def wait_for_shards(final: str, num_shards: int, timeout_s: float, process_count
 
 def commit(final: str, manifest: Dict[str, Any]) -> None:
     """Writes the top-level manifest (the committed marker) atomically (each process may; the last wins)."""
-    tmp = os.path.join(final, f".manifest.json.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(final, "manifest.json"))
+    storage.write_json(storage.join(final, "manifest.json"), manifest, indent=1, sort_keys=True)

@@ -25,6 +25,7 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
+from jaxdistill import storage
 from jaxdistill.errors import CorpusError  # noqa: F401  (re-exported)
 
 SOURCES = ("text", "hf", "tfds", "builtin")
@@ -45,7 +46,7 @@ class CorpusSpec:
     @classmethod
     def from_config(cls, cfg: Any) -> "CorpusSpec":
         get = (lambda k, d=None: cfg.get(k, d)) if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
-        path = os.path.expanduser(str(get("path"))) if get("path") else None
+        path = local_corpus_path(str(get("path"))) if get("path") else None
         spec = cls(source=str(get("source", "text")), path=path, name=get("name") or None,
                    text_field=str(get("text_field", "text") or "text"), split=str(get("split", "train") or "train"))
         if spec.source not in SOURCES:
@@ -64,6 +65,18 @@ class CorpusSpec:
         """A short, file-system safe name for cache folders."""
         raw = os.path.basename(os.path.normpath(self.path)) if self.path else str(self.name)
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)[:48] or "corpus"
+
+
+def local_corpus_path(path: str) -> str:
+    """A corpus path as a local path: ~ expanded; a gs:// file or folder downloaded once to a local mirror
+    (`storage.local_copy`; fetched again when its objects change)."""
+    if not storage.is_remote(path):
+        return os.path.expanduser(path)
+    try:
+        return storage.local_copy(path)
+    except FileNotFoundError:
+        raise CorpusError(f"corpus path {path!r} does not exist; set data.corpus.path to an existing gs:// file "
+                          "or folder") from None
 
 
 def _file_stats(files: List[str]) -> List[List[Any]]:
@@ -244,7 +257,8 @@ class HFCorpus(Corpus):
         if self.ds is not None:
             return
         import datasets
-        kw: Dict[str, Any] = {"cache_dir": os.path.join(self.cache_dir, "hf-datasets") if self.cache_dir else None}
+        local_cache = self.cache_dir and not storage.is_remote(self.cache_dir)  # datasets caches on local disk
+        kw: Dict[str, Any] = {"cache_dir": os.path.join(self.cache_dir, "hf-datasets") if local_cache else None}
         try:
             if self.local:
                 if self.builder == "text":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from jaxdistill import storage
 from jaxdistill.errors import TaskError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,11 @@ Rows = Dict[str, List[Any]]
 
 # ----------------------------------------------------------------------------------------------- readers
 def _read_local(path: str, fmt: str) -> Rows:
+    if path and storage.is_remote(path):
+        try:
+            path = storage.local_copy(path)  # downloaded once to a local mirror
+        except FileNotFoundError:
+            raise TaskError(f"task file {path!r} does not exist; set task.train_file / task.validation_file") from None
     if not path or not os.path.isfile(path):
         raise TaskError(f"task file {path!r} does not exist; set task.train_file / task.validation_file")
     try:

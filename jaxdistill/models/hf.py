@@ -19,11 +19,13 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
 import numpy as np
 
+from jaxdistill import storage
 from jaxdistill.models import hub, model_card, standard_bert
 from jaxdistill.models.bert import BertConfig, init_params
 from jaxdistill.errors import CheckpointError, OutputExistsError, StorageError  # noqa: F401  (re-exported)
@@ -160,7 +162,13 @@ def looks_like_hub_id(path: str) -> bool:
 def resolve_path(path_or_id: str) -> str:
     """A local model directory for `path_or_id`: the directory itself, or a hub id's snapshot (safetensors
     only when the repository has them; from the cache offline). Raises CheckpointError for a missing
-    directory and ModelError (exit 3, naming the download command) for an unreachable hub id."""
+    directory and ModelError (exit 3, naming the download command) for an unreachable hub id. A gs:// model
+    directory is downloaded to a local mirror (`storage.local_copy`) and that is returned."""
+    if storage.is_remote(path_or_id):
+        try:
+            return storage.local_copy(path_or_id)
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint directory {path_or_id!r} does not exist") from None
     if os.path.isdir(path_or_id):
         return path_or_id
     if os.path.exists(path_or_id):
@@ -279,9 +287,9 @@ def load(path_or_id: str, *, with_mlm_head: bool = True, with_pooler: bool = Tru
 # ----------------------------------------------------------------------------------------------- export
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
     """Raises OutputExistsError when `out_dir` is a file, or a non-empty directory and not `overwrite`."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    if storage.isfile(out_dir):
         raise OutputExistsError(f"export target {out_dir!r} exists and is not a directory")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+    if storage.listdir(out_dir) and not overwrite:
         raise OutputExistsError(
             f"export directory {out_dir!r} exists and is not empty; choose a new directory or pass "
             "overwrite=True (--overwrite) to replace its files")
@@ -319,8 +327,9 @@ def write_files(out_dir: str, hf_config: dict, tensors: Mapping[str, np.ndarray]
     whatever `write_extra(directory)` adds into `<out_dir>.partial`, then publishes it as `out_dir` as the
     last act (`publish`): an interrupted export leaves no half-written `out_dir`."""
     from safetensors.numpy import save_file
-    if tokenizer_from and not os.path.isdir(tokenizer_from) and looks_like_hub_id(tokenizer_from):
-        tokenizer_from = resolve_path(tokenizer_from)  # a hub teacher's tokenizer, from the cache
+    if tokenizer_from and (storage.is_remote(tokenizer_from) or
+                           (not os.path.isdir(tokenizer_from) and looks_like_hub_id(tokenizer_from))):
+        tokenizer_from = resolve_path(tokenizer_from)  # a hub teacher's tokenizer from the cache, a gs:// mirror
     copied = []
     if tokenizer_from:
         copied = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(tokenizer_from, n))]
@@ -342,7 +351,10 @@ def write_files(out_dir: str, hf_config: dict, tensors: Mapping[str, np.ndarray]
 
 
 def partial_dir(out_dir: str) -> str:
-    """Where an export is written before it is renamed to `out_dir` (beside it, on the same filesystem)."""
+    """Where an export is written before it is renamed to `out_dir` (beside it, on the same filesystem); for
+    a gs:// `out_dir`, a local temporary directory that `publish` uploads."""
+    if storage.is_remote(out_dir):
+        return tempfile.mkdtemp(prefix="jaxdistill-export-")
     return os.path.abspath(out_dir).rstrip(os.sep) + ".partial"
 
 
@@ -355,7 +367,12 @@ def current_umask() -> int:
 def publish(partial: str, out_dir: str) -> None:
     """Moves the finished export in `partial` to `out_dir`, as the export's last act: a missing or empty
     `out_dir` is replaced by renaming the whole directory, so it exists only complete; into a non-empty one
-    (overwrite) each file is renamed over its old version, config.json last, and other files are kept."""
+    (overwrite) each file is renamed over its old version, config.json last, and other files are kept.
+    To a gs:// `out_dir` the files are uploaded, config.json last: an export without config.json is not one."""
+    if storage.is_remote(out_dir):
+        storage.upload_dir(partial, out_dir, last="config.json")
+        shutil.rmtree(partial, ignore_errors=True)
+        return
     if os.path.isdir(out_dir) and not os.listdir(out_dir):
         os.rmdir(out_dir)
     if not os.path.lexists(out_dir):
@@ -373,6 +390,8 @@ def export_storage_errors(out_dir: str):
     from safetensors import SafetensorError
     try:
         yield
+    except StorageError:
+        raise
     except (OSError, SafetensorError) as e:
         where = getattr(e, "filename", None) or out_dir
         raise StorageError(f"exporting the model to {out_dir} failed writing {where} ({getattr(e, 'strerror', None) or e}); "

@@ -32,7 +32,7 @@ def split_revision(hub_id: str) -> Tuple[str, Optional[str]]:
 def looks_like_hub_id(path: str) -> bool:
     """`name` or `org/name` (optionally `@revision`) that is not a local path: no leading `.`, `/` or `~`
     and nothing of that name exists here."""
-    if not path or path.startswith((".", "/", "~")) or os.path.exists(path):
+    if not path or path.startswith((".", "/", "~")) or "://" in path or os.path.exists(path):
         return False
     return bool(_REPO_NAME.match(split_revision(path)[0]))
 

@@ -7,7 +7,6 @@ same from a run's saved checkpoint (its newest, or `step`). Both write a standar
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -17,7 +16,7 @@ import jax
 import numpy as np
 
 from jaxdistill import checkpoint as ckpt_lib
-from jaxdistill import pruning
+from jaxdistill import pruning, storage
 from jaxdistill.models import BertConfig, hf
 
 HELD_OUT_KL = "eval/kl"  # the metric the model card reports as the held-out teacher-student KL
@@ -88,11 +87,10 @@ def config_from_params(base: BertConfig, params) -> BertConfig:
 
 def _run_metrics(workdir: str) -> Dict[str, Any]:
     """The last logged scalars of a run (summary.json, written by `jaxdistill distill`), or {}."""
-    path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "summary.json")
+    if not storage.exists(path):
         return {}
-    with open(path) as f:
-        return dict(json.load(f).get("metrics") or {})
+    return dict(storage.read_json(path).get("metrics") or {})
 
 
 def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, overwrite: bool = False, *,
@@ -103,14 +101,13 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     jaxdistill's own format with `own_format`) with the teacher's tokenizer files and a model card.
     Returns `export_student`'s result plus "step".
     """
-    cfg_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(cfg_path):
+    cfg_path = storage.join(workdir, "config.json")
+    if not storage.exists(cfg_path):
         raise FileNotFoundError(f"{workdir!r} is not a jaxdistill workdir (no config.json); pass the --workdir "
                                 "of a `jaxdistill distill` run")
     hf.check_out_dir(out_dir, overwrite)
-    with open(cfg_path) as f:
-        config = json.load(f)
-    step, state = ckpt_lib.read_state(os.path.join(os.path.abspath(workdir), "checkpoints"), step)
+    config = storage.read_json(cfg_path)
+    step, state = ckpt_lib.read_state(storage.join(storage.absolute(workdir), "checkpoints"), step)
     student = jax.tree.map(np.asarray, state["params"]["student"])
     teacher_path = config["teacher"]["path"]
     base = hf.config_of(teacher_path)  # non-shape fields (activation, eps, positions); a hub id from the cache

@@ -22,6 +22,7 @@ from jaxdistill import interrupts
 from jaxdistill import metrics as metrics_lib
 from jaxdistill import pruning
 from jaxdistill import sharding as shard_lib
+from jaxdistill import storage
 from jaxdistill.data import build_pretraining_data
 from jaxdistill.errors import ConfigError, NonFiniteError, OutputExistsError
 from jaxdistill.experiment import Experiment, resolve
@@ -155,9 +156,10 @@ def log_scalars(run: Run, window: list, meter: metrics_lib.Throughput, done: int
 
 
 def check_workdir(workdir: str) -> str:
-    """The absolute workdir; a path that exists and is not a directory is a ConfigError naming it."""
-    workdir = os.path.abspath(workdir)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
+    """The absolute workdir (a gs:// URL as given); a path that exists and is not a directory is a ConfigError
+    naming it."""
+    workdir = storage.absolute(workdir)
+    if storage.isfile(workdir):
         raise ConfigError(f"--workdir {workdir!r} is a file, not a directory; pass a directory (it is created "
                           "when missing)")
     return workdir
@@ -165,7 +167,16 @@ def check_workdir(workdir: str) -> str:
 
 def export_is_finished(export_dir: str) -> bool:
     """Whether `export_dir` holds a finished export (it is renamed into place complete, as the last act)."""
-    return all(os.path.isfile(os.path.join(export_dir, name)) for name in ("config.json", "model.safetensors"))
+    return all(storage.isfile(storage.join(export_dir, name)) for name in ("config.json", "model.safetensors"))
+
+
+def export_dir_of(workdir: str, export_dir: Optional[str]) -> Optional[str]:
+    """Where the run exports: `export_dir` itself when absolute or a URL, else relative to the workdir."""
+    if export_dir is None:
+        return None
+    if storage.is_remote(export_dir) or os.path.isabs(export_dir):
+        return export_dir
+    return storage.join(workdir, export_dir)
 
 
 def train_and_evaluate(config_or_experiment: Union[Any, Experiment], workdir: str,
@@ -202,11 +213,11 @@ def run_in_workdir(exp: Experiment, workdir: str, lock: Optional[WorkdirLock], r
     ckpt_lib.check_compatible(workdir, config_dict)
     t = config.train
     total = exp.steps
-    export_dir = None if exp.export_dir is None else os.path.join(workdir, exp.export_dir)
-    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+    export_dir = export_dir_of(workdir, exp.export_dir)
+    checkpointer = ckpt_lib.Checkpointer(storage.join(workdir, "checkpoints"),
                                          keep=int(t.get("keep_checkpoints", 3)),
                                          async_save=bool(t.get("async_checkpoint", True)))
-    if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) and not exp.export_overwrite:
+    if export_dir and storage.listdir(export_dir) and not exp.export_overwrite:
         if export_is_finished(export_dir) and checkpointer.steps() and checkpointer.steps()[-1] >= total:
             log.info("%s already holds a finished run (step %d) and its export; nothing to do", workdir, total)
             return {"status": "already_complete", "step": checkpointer.steps()[-1], "workdir": workdir,

