@@ -26,10 +26,12 @@ import numpy as np
 import optax
 
 from jaxdistill import metrics as metrics_lib
+from jaxdistill import sharding as shard_lib
 from jaxdistill.errors import ConfigError, DataError
-from jaxdistill.models import Bert, BertConfig, hf
+from jaxdistill.models import Bert, BertConfig, hf, logical_axes
 from jaxdistill.models.bert import MlmHead
 from jaxdistill.optimizer import OptimizerConfig, make_optimizer
+from jaxdistill.train.state import create_state
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ def _has_mlm_head(directory: str) -> bool:
 
 
 def _build_fns(config: BertConfig, tx):
-    """Jitted (train_step, eval_step) over (head, opt_state, frozen params, batch, positions, labels, weights)."""
+    """Jitted train_step(state, frozen, batch, positions, labels, weights) -> (state, metrics), with the head
+    as the TrainState's student, and eval_step(head, frozen, batch, positions, labels, weights)."""
     encoder = Bert(config.replace(with_mlm_head=False, with_pooler=False, num_labels=0))
 
     def hidden_at(frozen, batch, idx):
@@ -96,23 +99,25 @@ def _build_fns(config: BertConfig, tx):
         correct = (jnp.argmax(logits, axis=-1) == lab).astype(jnp.float32)
         return jnp.sum(ce * w), jnp.sum(correct * w)
 
-    def train_step(head, opt_state, frozen, batch, idx, lab, w):
+    def train_step(state, frozen, batch, idx, lab, w):
         h = hidden_at(frozen, batch, idx)
         n = jnp.maximum(jnp.sum(w), 1.0)
 
-        def loss_fn(hd):
-            ce, correct = scores(hd, frozen, h, lab, w)
+        def loss_fn(params):
+            ce, correct = scores(params["student"], frozen, h, lab, w)
             return ce / n, correct / n
 
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(head)
-        updates, opt_state = tx.update(grads, opt_state, head)
-        return optax.apply_updates(head, updates), opt_state, {"loss": loss, "accuracy": acc}
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state)
+        return new, {"loss": loss, "accuracy": acc}
 
     def eval_step(head, frozen, batch, idx, lab, w):
         ce, correct = scores(head, frozen, hidden_at(frozen, batch, idx), lab, w)
         return ce, correct, jnp.sum(w)
 
-    return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step)
+    return jax.jit(train_step, donate_argnums=(0,)), jax.jit(eval_step)
 
 
 def _evaluate(eval_step, head, frozen, data, num_batches: int, batch_size: int, k: int) -> Tuple[float, float]:
@@ -174,12 +179,16 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
     tx = make_optimizer(OptimizerConfig(lr=float(lr), steps=int(steps), warmup_steps=int(warmup_steps),
                                         decay="linear", grad_clip=1.0, weight_decay=float(weight_decay)))
     train_step, eval_step = _build_fns(config, tx)
-    frozen = jax.device_put(frozen)
-    head = jax.device_put(head)
-    opt_state = tx.init(head)
+    device = jax.devices()[:1]
+    mesh = shard_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=device)
+    rules = shard_lib.rules_from_config(None)
+    specs = {k: v for k, v in logical_axes(config).items() if k in HEAD_KEYS}
+    state, _ = create_state(config, head, tx, mesh, rules, int(seed), student_specs=specs)
+    frozen = jax.device_put(frozen, device[0])
     k = max_targets(int(batch_size), data.seq_len, float(data_cfg.get("mlm_probability", 0.15)))
 
-    before = _evaluate(eval_step, head, frozen, data, eval_batches, batch_size, k) if eval_batches else (None, None)
+    before = (_evaluate(eval_step, state.student, frozen, data, eval_batches, batch_size, k) if eval_batches
+              else (None, None))
     t_train, dropped, last = time.perf_counter(), 0, {}
     writer = metrics_lib.MetricWriter(None, int(steps), progress=progress, desc="fit MLM head")
     try:
@@ -188,21 +197,22 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
             dropped += int(sum(c[2].sum() for c in chunks[1:]))
             idx, lab, w = chunks[0]
             inputs = {n: b[n] for n in ("input_ids", "attention_mask", "token_type_ids")}
-            head, opt_state, m = train_step(head, opt_state, frozen, inputs, idx, lab, w)
+            state, m = train_step(state, frozen, inputs, idx, lab, w)
             if (step + 1) % 10 == 0 or step + 1 == steps:
                 last = {n: float(v) for n, v in jax.device_get(m).items()}
                 metrics_lib.check_finite(step + 1, last, "Lower --lr.")
                 writer.write(step + 1, last)
             writer.advance(step + 1)
-        jax.block_until_ready(head)
+        jax.block_until_ready(state)
     finally:
         writer.close()
     train_seconds = time.perf_counter() - t_train
     if dropped:
         log.info("fit_mlm_head: %d MLM targets beyond the %d slots per batch were skipped", dropped, k)
+    head = jax.tree.map(np.asarray, jax.device_get(state.student))
     after = _evaluate(eval_step, head, frozen, data, eval_batches, batch_size, k) if eval_batches else (None, None)
 
-    fitted = dict(jax.tree.map(np.asarray, jax.device_get(frozen)), **jax.tree.map(np.asarray, jax.device_get(head)))
+    fitted = dict(jax.tree.map(np.asarray, jax.device_get(frozen)), **head)
     hf.export(config.replace(with_mlm_head=True, with_pooler=False), fitted, out_dir, tokenizer_from=teacher_path,
               overwrite=overwrite)
     result = {"mlm_loss_before": before[0], "mlm_loss_after": after[0], "mlm_accuracy_before": before[1],
