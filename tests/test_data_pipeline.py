@@ -361,7 +361,7 @@ def test_the_cache_is_prepared_once_by_all_processes(corpus, built, minilm_path,
         [t.join(120) for t in threads]
     assert not errors, errors
     counts = sorted(int(r.getMessage().split(" tokenized ")[1].split()[0]) for r in caplog.records
-                    if " tokenized " in r.getMessage())
+                    if "/2 tokenized " in r.getMessage())
     assert counts == [28, 32], counts  # process 1: shards 1,3,5,7 (4 x 7 docs); 0: shards 0,2,4,6 and 8 (4 docs)
     for r in results.values():
         assert np.array_equal(np.asarray(r.tokens), np.asarray(one.tokens))
