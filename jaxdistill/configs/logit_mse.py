@@ -28,10 +28,11 @@ DEFAULT_PRESET = "base6"
 
 
 def recipe(data: str = "task"):
-    """0.5 * logit MSE + 0.5 * hard CE (alpha = 0.5 assumed). `data`: "task" (classifier logits + hard labels,
+    """0.5 * logit MSE (official reduction: mean over batch x classes) + 0.5 * hard CE (alpha = 0.5 assumed). `data`: "task" (classifier logits + hard labels,
     the papers) or "pretraining" (MLM logits + MLM CE, assumed adaptation)."""
     r = objectives.base_recipe_config("logit_mse")
     r.weights.logit_mse = 0.5
+    r.logit_mse_reduction = "official"  # d-bert: PyTorch MSELoss, the mean over batch x classes
     common.prediction_targets(r, data, hard_weight=0.5)
     return r
 

@@ -50,13 +50,15 @@ def put_global(tree, shardings):
 
 
 def create_state(model_config: BertConfig, student_params, tx, mesh, rules, seed: int, *,
-                 projections: Optional[dict] = None, pruning_config=None):
+                 projections: Optional[dict] = None, pruning_config=None, student_specs=None):
     """Builds the TrainState directly in its sharded layout; returns (state, state_shardings).
 
     model_config / student_params: the trained Bert (host NumPy arrays). tx: the optax optimizer.
     mesh / rules: the device mesh and logical-axis rules. seed: the dropout key is PRNGKey(seed).
     projections: the objective's extra parameters ({} by default). pruning_config: a
     `pruning.PruningConfig` to start all-ones masks and zero importance, or None (no pruning).
+    student_specs: the student params' logical PartitionSpecs (default `logical_axes(model_config)`, a Bert's;
+    a non-BERT student, e.g. the BiLSTM, passes its own, such as all-replicated).
     """
     P = jax.sharding.PartitionSpec
     projections = {} if projections is None else projections
@@ -70,7 +72,7 @@ def create_state(model_config: BertConfig, student_params, tx, mesh, rules, seed
 
     rng = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(init, student_params, projections, rng)
-    student_specs = logical_axes(model_config)
+    student_specs = logical_axes(model_config) if student_specs is None else student_specs
     params_specs = {"student": student_specs, "projections": jax.tree.map(lambda _: P(), projections)}
     specs = TrainState(
         step=P(), params=params_specs,
