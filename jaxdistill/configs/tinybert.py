@@ -13,6 +13,15 @@ code's mean over batch x classes). The task presets are in `configs/task_distill
 
 (From a checkout, `--config configs/tinybert.py:smoke` names the same file.)
 
+The task stage, two runs as in the official code (the second starts from the first's export; the teacher and
+task file first, see `common.task_smoke_training` / `common.pang_lee_training`); first student = teacher
+layers [0, 3, 5] (assumed: no General TinyBERT offline):
+
+    jaxdistill distill --config tinybert:task_smoke_intermediate --workdir runs/task-smoke/tinybert-intermediate
+    jaxdistill distill --config tinybert:task_smoke_prediction --workdir runs/task-smoke/tinybert-prediction
+    jaxdistill distill --config tinybert:pang_lee_intermediate --workdir runs/pang-lee/tinybert-intermediate
+    jaxdistill distill --config tinybert:pang_lee_prediction --workdir runs/pang-lee/tinybert-prediction
+
 | preset | student | params |
 |---|---|---|
 | general4 | 4 layers, hidden 312, 12 heads (head dim 26), FFN 1200 | 14.5M |
@@ -33,9 +42,11 @@ from jaxdistill.configs import common
 from jaxdistill.defaults import base_config
 from jaxdistill.errors import ConfigError
 
-PRESETS = ("general4", "general6") + common.CPU_PRESETS
+PRESETS = ("general4", "general6") + common.CPU_PRESETS + tuple(
+    f"{scale}_{phase}" for scale in common.TASK_PRESETS for phase in ("intermediate", "prediction"))
 DEFAULT_PRESET = "general4"
 STAGES = ("general", "task_intermediate", "task_prediction")
+TASK_RUNS = {"task_smoke": common.TASK_SMOKE_DIR, "pang_lee": "runs/pang-lee"}  # where the task presets' runs go
 STUDENTS = {
     "general4": dict(num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1200),
     "general6": dict(num_hidden_layers=6, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
@@ -72,7 +83,16 @@ def get_config(preset: str = DEFAULT_PRESET):
     preset = common.check_preset(preset, PRESETS)
     c = base_config()
     c.recipe = recipe(stage="general")
-    if preset in STUDENTS:
+    if preset.startswith(common.TASK_PRESETS):  # the task stage: two runs on task data (official code)
+        scale, phase = preset.rsplit("_", 1)
+        c.recipe = recipe(stage=f"task_{phase}")
+        common.task_preset(c, scale)
+        if phase == "intermediate":
+            common.layer_student(c, (0, 3, 5))
+        else:  # from the intermediate run's exported student
+            c.student.init = "pretrained"
+            c.student.path = f"{TASK_RUNS[scale]}/tinybert-intermediate/export"
+    elif preset in STUDENTS:
         c.teacher.path = common.BERT_BASE
         common.paper_corpus(c)
         common.paper_training(c, steps=300_000, batch_size=256, lr=5e-5, warmup_steps=10_000)
