@@ -44,7 +44,7 @@ def test_tinybert_task_stage_is_two_runs():
         tinybert.recipe(stage="task")
     inter, pred = tinybert.recipe(stage="task_intermediate"), tinybert.recipe(stage="task_prediction")
     assert [m["name"] for m in inter.matches] == ["att", "hid"] and not any(inter.weights.values())
-    assert list(pred.matches) == [] and pred.weights.soft_ce == 1.0 and pred.temperature == 1.0
+    assert list(pred.matches) == [] and pred.weights.soft == 1.0 and pred.temperature == 1.0
     official = tinybert.recipe(stage="task_prediction", soft_ce_reduction="official")
     zs, zt = jax.random.normal(jax.random.key(0), (4, 3)), jax.random.normal(jax.random.key(1), (4, 3))
     ls, pt = jax.nn.log_softmax(zs), jax.nn.softmax(zt)

@@ -57,9 +57,11 @@ def recipe(stage: str = "general", soft_ce_reduction: str = "mean"):
     """One TinyBERT run. general (task-agnostic) and task_intermediate (the task stage's first run, on task
     batches): attention-score MSE (layers 1..M, uniform map) + hidden MSE (embeddings and layers, uniform map)
     through one shared projection `fit_dense` (official). task_prediction (the task stage's second run, from
-    the first run's student): soft cross-entropy at T = 1 on classifier logits, alone (official: the two task
-    runs are separate; the intermediate terms are not trained with it). `soft_ce_reduction`: "mean" (mean over
-    the batch of -sum_c p_t log p_s, the paper's form) or "official" (the code's mean over batch x classes)."""
+    the first run's student): the prediction term at T = 1 on classifier logits, alone (official: the two task
+    runs are separate; the intermediate terms are not trained with it). `soft_ce_reduction`: "mean" (the
+    paper's soft cross-entropy, mean over the batch of -sum_c p_t log p_s, run as the KL: it differs by the
+    teacher entropy, a constant, so the gradient is the same and a copy of the teacher scores 0) or "official"
+    (the code's soft cross-entropy, mean over batch x classes: 1/C of the paper's, as `weights.soft_ce`)."""
     if stage == "task":
         raise ConfigError("tinybert stage 'task' is two runs, as in the official code: stage='task_intermediate' "
                           "(attention + hidden) then stage='task_prediction' (soft cross-entropy) from its student")
@@ -70,8 +72,11 @@ def recipe(stage: str = "general", soft_ce_reduction: str = "mean"):
     if stage == "task_prediction":
         r.logits = "logits"
         r.temperature = 1.0
-        r.weights.soft_ce = 1.0
-        r.soft_ce_reduction = soft_ce_reduction
+        if soft_ce_reduction == "official":
+            r.weights.soft_ce = 1.0
+            r.soft_ce_reduction = "official"
+        else:
+            r.weights.soft = 1.0
         return r
     r.matches = [
         objectives.match("att", "attention_scores", "attention_score_mse", layers="uniform_no_embeddings"),
