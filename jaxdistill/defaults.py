@@ -23,7 +23,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher = ml_collections.ConfigDict({"path": "", "tokenizer": ""})
     # The student: "copy" (HomoDistil), "layers" (copy these 0-indexed teacher layers), "random".
     # `overrides` are BertConfig fields applied to the teacher's config (e.g. num_hidden_layers for "random").
-    c.student = ml_collections.ConfigDict({"init": "copy", "layers": (), "overrides": {}})
+    # Task data only (data.kind="task", `jaxdistill.task_distill`): `kind` "bert" or "bilstm" (sizes in `bilstm`);
+    # init "pretrained" starts from the BERT directory `path` (e.g. a HomoDistil export).
+    from jaxdistill.task_distill import default_bilstm_config
+    c.student = ml_collections.ConfigDict({"init": "copy", "layers": (), "overrides": {}, "kind": "bert", "path": "",
+                                           "bilstm": default_bilstm_config()})
     c.recipe = objectives.base_recipe_config()
     c.pruning = pruning.default_pruning_config()
     c.pruning.enabled = False  # HomoDistil's configs turn it on

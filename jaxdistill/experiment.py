@@ -17,12 +17,12 @@ from typing import Any, Optional, Tuple
 
 import jax
 
-from jaxdistill import layer_map, objectives, pruning
+from jaxdistill import layer_map, objectives, pruning, task_distill
 from jaxdistill import sharding as shard_lib
 from jaxdistill import storage
 from jaxdistill.data import check_data_config
 from jaxdistill.errors import ConfigError
-from jaxdistill.models import BertConfig, hf
+from jaxdistill.models import BertConfig, bilstm, hf
 from jaxdistill.optimizer import OptimizerConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -59,6 +59,10 @@ class Experiment:
     tokenizer_dir: str
     export_dir: Optional[str]
     export_overwrite: bool
+    data_kind: str = "pretraining"   # "task": labeled task batches (jaxdistill.task_distill)
+    student_kind: str = "bert"       # "bert" or "bilstm" (task data only)
+    student_path: str = ""           # student.init "pretrained": the BERT directory it starts from
+    teacher_labels: Tuple[str, ...] = ()  # a task teacher's label names, in id order
 
     @property
     def steps(self) -> int:
@@ -71,8 +75,12 @@ class Experiment:
     def describe(self) -> str:
         """One line for logs and --dry-run."""
         s = self.student_config
-        line = (f"teacher {self.teacher_source}; student ({self.student_init}) {s.num_hidden_layers} layers, hidden "
-                f"{s.hidden_size}; recipe {self.recipe.name} ({', '.join(self.recipe.terms)})")
+        shape = (f"BiLSTM, embeddings {s.embedding_size}, hidden {s.hidden_size} x 2, dense {s.dense_size}"
+                 if self.student_kind == "bilstm" else f"{s.num_hidden_layers} layers, hidden {s.hidden_size}")
+        line = (f"teacher {self.teacher_source}; student ({self.student_init}) {shape}; recipe {self.recipe.name} "
+                f"({', '.join(self.recipe.terms)})")
+        if self.data_kind == "task":
+            line += f"; task data, labels {list(self.teacher_labels)}"
         if self.pruning is not None:
             w = self.pruning.final_widths()
             line += (f"; pruned to hidden {w['hidden']}, {w['heads']} heads x {w['head_dim']}, FFN {w['ffn']} "
@@ -145,16 +153,30 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
     check_train_section(t)
     optimizer = OptimizerConfig.from_section(t)
     dtype, remat = str(t.get("dtype", "float32")), bool(t.get("remat", False))
-    teacher, source = teacher_config_of(str(config.teacher.get("path") or ""))
-    teacher = teacher.replace(dtype=dtype, remat=False)
-    student, init, layers = student_config_of(teacher, config.student)
-    student = student.replace(remat=remat)
-    recipe = objectives.build_recipe(config.recipe, teacher, student)
+    data_kind = str(config.data.get("kind", "pretraining"))
+    if data_kind == "task":
+        teacher_path = str(config.teacher.get("path") or "")
+        teacher, source = task_distill.teacher_classifier_config(teacher_path), teacher_path
+        teacher = teacher.replace(dtype=dtype, remat=False)
+        student, init, layers, student_path = task_distill.task_student_config(teacher, config.student)
+        labels = task_distill.label_names_of(teacher_path)
+        if student_path:
+            task_distill.check_model_labels(labels, task_distill.label_names_of(student_path), student_path)
+    else:
+        teacher, source = teacher_config_of(str(config.teacher.get("path") or ""))
+        teacher = teacher.replace(dtype=dtype, remat=False)
+        (student, init, layers), student_path, labels = student_config_of(teacher, config.student), "", ()
+    student_kind = "bilstm" if isinstance(student, bilstm.BiLSTMConfig) else "bert"
+    student = student.replace(remat=remat) if student_kind == "bert" else student
+    recipe = objectives.build_recipe(config.recipe, teacher, task_distill.recipe_view(student, teacher, config.recipe))
     pcfg = None
     if config.get("pruning") and config.pruning.get("enabled", False):
+        if student_kind == "bilstm":
+            raise ConfigError("pruning.enabled: a BiLSTM student cannot be pruned (HomoDistil prunes BERTs)")
         pcfg = pruning.PruningConfig.from_config(config.pruning, student, optimizer.steps)
-    data = check_data_config(config.data, int(t.batch_size),
-                             min(teacher.max_position_embeddings, student.max_position_embeddings))
+    max_positions = teacher.max_position_embeddings if student_kind == "bilstm" else \
+        min(teacher.max_position_embeddings, student.max_position_embeddings)
+    data = check_data_config(config.data, int(t.batch_size), max_positions)
     sizes = dict(config.get("mesh", {}) or {})
     shard_lib.check_mesh_sizes(sizes)
     shape = None
@@ -168,7 +190,9 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
                       student_init=init, student_layers=layers, recipe=recipe, pruning=pcfg, data=data,
                       optimizer=optimizer, mesh_sizes=sizes, mesh_shape=shape, rules=rules,
                       tokenizer_dir=local_tokenizer_dir(config.teacher),
-                      export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)))
+                      export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)),
+                      data_kind=data_kind, student_kind=student_kind, student_path=student_path,
+                      teacher_labels=tuple(labels))
 
 
 def resolve_here(config) -> Experiment:

@@ -380,6 +380,9 @@ def evaluate(model_path: str, task_cfg, max_length: int = 128, batch_size: int =
     model has no head, its num_labels differs from the task's, or max_length exceeds its positions.
     """
     model_path = _check_model_dir(str(model_path))
+    from jaxdistill.models import bilstm
+    if bilstm.is_bilstm_dir(model_path):  # a distilled BiLSTM student (jaxdistill distill, student.kind=bilstm)
+        return evaluate_bilstm(model_path, task_cfg, max_length, batch_size, tokenizer)
     cfg = hf.load_config(model_path)
     if not cfg.num_labels:
         raise ModelError(f"{model_path!r} has no classification head (config.json has no id2label / "
@@ -390,6 +393,18 @@ def evaluate(model_path: str, task_cfg, max_length: int = 128, batch_size: int =
         raise ModelError(f"the model's head has {model_cfg.num_labels} outputs but task {task.name!r} has "
                          f"{task.num_labels} labels; evaluate it on the task it was fine-tuned on")
     logits = predict_logits(model_cfg, params, task.validation, batch_size)
+    metrics = {k: float(v) for k, v in task.compute_metrics(logits, task.validation["labels"]).items()}
+    return {"metrics": metrics, "num_examples": int(logits.shape[0]), "task": task.name}
+
+
+def evaluate_bilstm(model_path: str, task_cfg, max_length: int, batch_size: int, tokenizer: Optional[str]) -> dict:
+    """`evaluate` for a saved BiLSTM student (`models.bilstm.save`): same result dict."""
+    from jaxdistill.data.task_data import check_labels
+    from jaxdistill.models import bilstm
+    config, params, labels = bilstm.load(model_path)
+    task = _load_task(task_cfg, tokenizer or model_path, int(max_length), int(max_length))
+    check_labels(task, labels, config.num_labels, "model")
+    logits = bilstm.predict_logits(config, params, task.validation, batch_size)
     metrics = {k: float(v) for k, v in task.compute_metrics(logits, task.validation["labels"]).items()}
     return {"metrics": metrics, "num_examples": int(logits.shape[0]), "task": task.name}
 

@@ -94,17 +94,20 @@ def soft_kl(student_logits, teacher_logits, temperature=1.0, mask=None) -> Array
     return T * T * _masked_mean(kl, mask)
 
 
-def soft_cross_entropy(student_logits, teacher_logits, temperature=1.0, mask=None) -> Array:
+def soft_cross_entropy(student_logits, teacher_logits, temperature=1.0, mask=None, reduction="mean") -> Array:
     """Soft cross-entropy `T^2 * mean_sel (-sum_c p_t log p_s)` (TinyBERT's prediction loss at T = 1).
 
     Same arguments, shapes and reduction as `soft_kl`; it differs from it by the teacher entropy, a constant,
-    so the student gradient is the same.
+    so the student gradient is the same. reduction="official" (TinyBERT's code: `(-p_t * log p_s).mean()`):
+    mean over selected positions *and* classes, i.e. the default divided by C.
     """
+    _check_reduction("soft_cross_entropy", reduction)
     T = _f32(temperature)
     _check_same_shape("soft_cross_entropy", student_logits, teacher_logits)
     ls = jax.nn.log_softmax(_f32(student_logits) / T, axis=-1)
     pt = jax.nn.softmax(_teacher(teacher_logits) / T, axis=-1)
-    return T * T * _masked_mean(-jnp.sum(pt * ls, axis=-1), mask)
+    out = T * T * _masked_mean(-jnp.sum(pt * ls, axis=-1), mask)
+    return out / student_logits.shape[-1] if reduction == "official" else out
 
 
 def logit_mse(student_logits, teacher_logits, mask=None, reduction="mean") -> Array:

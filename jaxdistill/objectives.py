@@ -33,7 +33,8 @@ def base_recipe_config(name: str = "") -> ml_collections.ConfigDict:
     Prediction-layer terms (read `logits` of both models; weights are numbers or schedule configs of the step,
     `jaxdistill.schedules`; a constant 0 switches a term off):
     - `weights.soft`: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), mean over the selected positions.
-    - `weights.soft_ce`: soft cross-entropy -sum p_t log p_s at T (same student gradient as soft).
+    - `weights.soft_ce`: soft cross-entropy -sum p_t log p_s at T (same student gradient as soft), mean over
+      positions (`soft_ce_reduction`: "mean", or "official" = TinyBERT's mean over batch x classes).
     - `weights.logit_mse`: sum over classes of (z_s - z_t)^2, mean over positions (`logit_mse_reduction`:
       "mean", or "official" = d-bert's mean over batch x classes).
     - `weights.hard`: CE with `batch["labels"]` [B] on the student's classifier logits (MSE when the labels
@@ -69,6 +70,7 @@ def base_recipe_config(name: str = "") -> ml_collections.ConfigDict:
         name=name, stage="",
         logits="mlm_logits", prediction_positions="valid", temperature=1.0,
         weights=dict(soft=0.0, soft_ce=0.0, logit_mse=0.0, hard=0.0, mlm=0.0), logit_mse_reduction="mean",
+        soft_ce_reduction="mean",
         matches=[], student_layer=-1, teacher_layer=-1, relation_heads=0, projection_std=0.02,
         progressive=dict(enabled=False, steps_per_layer=0, lower_scale=0.1, upper_scale=0.0, embeddings_layer=1),
         same_depth=False,
@@ -139,7 +141,7 @@ class Recipe:
             if "soft" in p.weights:
                 values["soft"] = L.soft_kl(zs, zt, T, mask=mask)
             if "soft_ce" in p.weights:
-                values["soft_ce"] = L.soft_cross_entropy(zs, zt, T, mask=mask)
+                values["soft_ce"] = L.soft_cross_entropy(zs, zt, T, mask=mask, reduction=p.soft_ce_reduction)
             if "logit_mse" in p.weights:
                 values["logit_mse"] = L.logit_mse(zs, zt, mask=mask, reduction=p.logit_mse_reduction)
             if "hard" in p.weights:

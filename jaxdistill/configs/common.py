@@ -160,3 +160,64 @@ def random_student(c: ml_collections.ConfigDict, **bert_fields) -> None:
     """A freshly initialised student: the teacher's config with `bert_fields` replaced."""
     c.student.init = "random"
     c.student.overrides = ml_collections.ConfigDict(dict(bert_fields))
+
+
+# ------------------------------------------------------------------------- task-specific distillation
+# Where the task presets read their inputs (relative to the working directory). task_smoke: any CSV with
+# columns sentence,label and a teacher fine-tuned on it (`jaxdistill finetune --config finetune:smoke ...
+# --config.save_model=True`). pang_lee: the demo's sentences (`jaxdistill demo` writes them) and the teacher
+# `jaxdistill finetune --config finetune:pang_lee_teacher --workdir runs/pang-lee-teacher` saves.
+TASK_SMOKE_DIR = "runs/task-smoke"
+PANG_LEE_TEACHER = "runs/pang-lee-teacher/model"
+TASK_PRESETS = ("task_smoke", "pang_lee")
+
+
+def task_data(c: ml_collections.ConfigDict, train_file: str, *, max_length: int, validation_fraction: float,
+              augment: bool = False) -> None:
+    """Labeled task batches from a local CSV (columns sentence,label), `validation_fraction` held out with the
+    split seed 0 (the one `jaxdistill finetune` uses, so the teacher never trained on the held-out rows)."""
+    c.data.kind = "task"
+    c.data.task.name = "csv"
+    c.data.task.train_file = train_file
+    c.data.task.text_fields = ("sentence",)
+    c.data.task.label_field = "label"
+    c.data.task.validation_fraction = validation_fraction
+    c.data.task.seed = 0
+    c.data.max_length = max_length
+    c.data.augment.enabled = bool(augment)
+
+
+def task_smoke_training(c: ml_collections.ConfigDict, *, steps: int = 4) -> None:
+    """Seconds of work (preset `task_smoke`): the teacher `runs/task-smoke/teacher/model`, the task
+    `runs/task-smoke/task.csv` (25 % held out), max length 32, batch 8 (sizes assumed, for speed)."""
+    c.teacher.path = f"{TASK_SMOKE_DIR}/teacher/model"
+    task_data(c, f"{TASK_SMOKE_DIR}/task.csv", max_length=32, validation_fraction=0.25)
+    c.train.update(dict(steps=steps, batch_size=8, lr=1e-3, warmup_steps=1, dropout=False, log_every=2,
+                        eval_every=0, checkpoint_every=steps, dtype="float32"))
+    c.metrics.progress = False
+    c.metrics.tensorboard = False
+
+
+def pang_lee_training(c: ml_collections.ConfigDict, *, epochs: float = 3.0, lr: float = 1e-4,
+                      augment: bool = False) -> None:
+    """The Pang & Lee sentences (preset `pang_lee`; CPU minutes for small students): the teacher
+    all-MiniLM-L6-v2 fine-tuned on them (`runs/pang-lee-teacher/model`), 20 % held out as in the demo's
+    fine-tuning, max length 64, batch 32, `epochs` over the 3,200 training sentences (their augmented copies
+    counted too), AdamW at `lr` with 10 % warm-up (assumed; the papers use other optimizers and GLUE sizes)."""
+    c.teacher.path = PANG_LEE_TEACHER
+    task_data(c, "jaxdistill-demo/data/sentences.csv", max_length=64, validation_fraction=0.2, augment=augment)
+    rows = 3200 * (1 + (int(c.data.augment.copies) if augment else 0))
+    steps = max(int(epochs * rows / 32), 1)
+    c.train.update(dict(steps=steps, batch_size=32, lr=lr, warmup_steps=max(steps // 10, 1), log_every=50,
+                        eval_every=0, checkpoint_every=max(steps // 4, 1), dtype="float32"))
+    c.metrics.tensorboard = False
+
+
+def task_preset(c: ml_collections.ConfigDict, preset: str, *, augment: bool = False) -> None:
+    """Applies `task_smoke` or `pang_lee` (a preset name may carry a suffix, e.g. `pang_lee_skip`)."""
+    if preset.startswith("task_smoke"):
+        task_smoke_training(c)
+    elif preset.startswith("pang_lee"):
+        pang_lee_training(c, augment=augment)
+    else:
+        raise ValueError(f"{preset!r} is not a task preset ({TASK_PRESETS})")

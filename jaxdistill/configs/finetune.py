@@ -20,6 +20,9 @@ Presets:
   common BERT fine-tuning settings, assumed rather than taken from one paper; the HomoDistil paper tunes
   lr per task. Small or compacted students usually want a larger lr (1e-4 .. 3e-4): override it.
   Hardware: one GPU or TPU host; minutes (rte, mrpc) to hours (mnli, qqp) for a BERT-base-size model.
+- `pang_lee_teacher`: the teacher of the task distillation presets: all-MiniLM-L6-v2 fine-tuned on the demo's
+  sentences (same split), 3 epochs at lr 5e-5 (assumed), saved to `<workdir>/model`:
+  `jaxdistill finetune --config finetune:pang_lee_teacher --workdir runs/pang-lee-teacher`.
 - `smoke`: a few steps for tests; give `--config.model` and `--config.task.train_file` (a CSV with columns
   sentence,label).
 
@@ -30,7 +33,7 @@ field. Expected results: where a paper reports them, they are in the distillatio
 from jaxdistill.configs import common, demo
 
 PRESETS = ("pang_lee", "glue_cola", "glue_sst2", "glue_mrpc", "glue_qqp", "glue_stsb", "glue_mnli", "glue_qnli",
-           "glue_rte", "smoke")
+           "glue_rte", "smoke", "pang_lee_teacher")
 DEFAULT_PRESET = "pang_lee"
 SMALL_GLUE = ("cola", "mrpc", "rte", "stsb")
 LARGE_GLUE = ("qqp", "mnli", "qnli")
@@ -52,6 +55,9 @@ def get_config(preset: str = DEFAULT_PRESET):
         c.lr = 2e-5 if task in LARGE_GLUE else 5e-5
         c.warmup_ratio = 0.1
         c.dtype = "float32"
+    elif preset == "pang_lee_teacher":  # the task distillation presets' teacher (configs/common.py)
+        c = demo.finetune_config(common.offline_teacher_path(), demo.sentences_csv(), epochs=3.0, lr=5e-5)
+        c.save_model = True
     elif preset == "pang_lee":  # the demo's fine-tuning stage, defined once in configs/demo.py
         c = demo.finetune_config(demo.student_dir(), demo.sentences_csv())
     else:  # smoke

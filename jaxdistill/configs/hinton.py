@@ -9,6 +9,14 @@ from the teacher (DistilBERT's [0, 2, 4, 7, 9, 11]).
 
 (From a checkout, `--config configs/hinton.py:smoke` names the same file.)
 
+Task-specific (the paper's form: T^2 soft KL + hard CE on a fine-tuned teacher's classifier logits; the
+teacher and the task file come first, see `common.task_smoke_training` / `common.pang_lee_training`):
+
+    jaxdistill distill --config hinton:task_smoke --workdir runs/task-smoke/hinton   # CPU, seconds
+    jaxdistill distill --config hinton:pang_lee --workdir runs/pang-lee/hinton       # CPU, minutes (estimated)
+
+task_smoke / pang_lee: student = teacher layers [0, 3, 5] (assumed), T = 4, 0.9 soft / 0.1 hard (assumed).
+
 - From the paper: the loss and the T^2 scaling; the hard term with a "considerably lower weight".
 - Assumed: T = 4, w_soft = 0.9, w_hard = 0.1 (the paper tunes them per task); the task-agnostic adaptation
   (the soft term reads the MLM predictions over real tokens and the hard term is the MLM loss, see
@@ -23,7 +31,7 @@ from jaxdistill import objectives
 from jaxdistill.configs import common
 from jaxdistill.defaults import base_config
 
-PRESETS = ("base6",) + common.CPU_PRESETS
+PRESETS = ("base6",) + common.CPU_PRESETS + common.TASK_PRESETS
 DEFAULT_PRESET = "base6"
 
 
@@ -41,7 +49,11 @@ def get_config(preset: str = DEFAULT_PRESET):
     preset = common.check_preset(preset, PRESETS)
     c = base_config()
     c.recipe = recipe(data="pretraining")
-    if preset == "base6":
+    if preset in common.TASK_PRESETS:  # the paper's setting: a fine-tuned teacher on its task
+        c.recipe = recipe(data="task")
+        common.task_preset(c, preset)
+        common.layer_student(c, (0, 3, 5))
+    elif preset == "base6":
         c.teacher.path = common.BERT_BASE
         common.paper_corpus(c)
         common.paper_training(c, steps=100_000, batch_size=256, lr=1e-4, warmup_steps=4000)

@@ -53,6 +53,10 @@ def default_data_config():
     num_proc: tokenizer processes (0 = 1: the fast tokenizer is multi-threaded already; more processes
       need the calling script to have a `__main__` guard).
     progress: show a progress bar while preparing.
+    kind: "pretraining" (the corpus above, MLM batches) or "task" (labeled task batches for task-specific
+        distillation, `jaxdistill.data.task_data`): then `task` (the task, as `finetune`'s
+        `default_task_config`), `max_length` (tokens per example) and `augment` (Tang et al.'s augmentation,
+        `jaxdistill.data.augment`) are read and the corpus fields are not.
     """
     import ml_collections
     c = ml_collections.ConfigDict()
@@ -71,6 +75,12 @@ def default_data_config():
     c.docs_per_shard = DEFAULT_DOCS_PER_SHARD
     c.num_proc = 0
     c.progress = True
+    from jaxdistill.data.augment import default_augment_config
+    from jaxdistill.data.tasks import default_task_config
+    c.kind = "pretraining"
+    c.task = default_task_config()
+    c.max_length = 128
+    c.augment = default_augment_config()
     return c
 
 
@@ -227,6 +237,12 @@ def check_data_config(data_cfg: Any, global_batch_size: int, max_positions: int)
     {"seq_len", "pack", "smoothing", "holdout", "probs" (mlm/mask/random probabilities), "whole_word",
     "corpus" (a CorpusSpec)}.
     """
+    kind = str(_get(data_cfg, "kind", "pretraining"))
+    if kind == "task":  # labeled task batches: jaxdistill.data.task_data
+        from jaxdistill.data.task_data import check_task_data_config
+        return check_task_data_config(data_cfg, global_batch_size, max_positions)
+    if kind != "pretraining":
+        raise ConfigError(f"data.kind={kind!r} is not 'pretraining' or 'task'")
     seq_len = int(_get(data_cfg, "seq_len", 128))
     if seq_len > int(max_positions):
         raise ConfigError(f"data.seq_len={seq_len} is above the teacher's max_position_embeddings={max_positions}; "
@@ -253,7 +269,7 @@ def check_data_config(data_cfg: Any, global_batch_size: int, max_positions: int)
     spec_cfg = _get(data_cfg, "corpus", None)
     if spec_cfg is None:
         raise ConfigError("data.corpus is not set; see jaxdistill.data.default_data_config()")
-    return dict(seq_len=seq_len, pack=pack, smoothing=smoothing, holdout=holdout, probs=probs,
+    return dict(kind="pretraining", seq_len=seq_len, pack=pack, smoothing=smoothing, holdout=holdout, probs=probs,
                 whole_word=bool(_get(data_cfg, "whole_word_mask", False)), corpus=CorpusSpec.from_config(spec_cfg))
 
 

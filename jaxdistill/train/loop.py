@@ -23,6 +23,7 @@ from jaxdistill import metrics as metrics_lib
 from jaxdistill import pruning
 from jaxdistill import sharding as shard_lib
 from jaxdistill import storage
+from jaxdistill import task_distill
 from jaxdistill.data import build_pretraining_data
 from jaxdistill.errors import ConfigError, NonFiniteError, OutputExistsError
 from jaxdistill.experiment import Experiment, resolve
@@ -103,7 +104,12 @@ class Run:
 
 def prepare_data(exp: Experiment):
     """The run's batch source; the corpus is tokenized and packed once, each process packing its share of the
-    shards into the shared cache (`jaxdistill.data.cache`). `jaxdistill prepare-data` runs only this."""
+    shards into the shared cache (`jaxdistill.data.cache`). `jaxdistill prepare-data` runs only this. Task data
+    (`data.kind="task"`) is read, label-checked against the teacher and augmented (`data.task_data`)."""
+    if exp.data_kind == "task":
+        from jaxdistill.data.task_data import build_task_data
+        return build_task_data(exp.data, exp.tokenizer_dir, exp.batch_size, exp.teacher_config.max_position_embeddings,
+                               exp.teacher_labels, exp.teacher_config.num_labels)
     return build_pretraining_data(exp.config.data, exp.tokenizer_dir, exp.batch_size,
                                   vocab_size=exp.teacher_config.vocab_size,
                                   max_positions=min(exp.teacher_config.max_position_embeddings,
@@ -128,13 +134,14 @@ def build_run(config_or_experiment: Union[Any, Experiment], devices=None) -> Run
     tx = make_optimizer(exp.optimizer)
     projections = jax.tree.map(np.asarray, exp.recipe.init_projections(jax.random.PRNGKey(int(t.seed) + 1)))
     state, state_sh = create_state(exp.student_config, student_params, tx, mesh, exp.rules, int(t.seed),
-                                   projections=projections, pruning_config=exp.pruning)
+                                   projections=projections, pruning_config=exp.pruning,
+                                   student_specs=task_distill.student_param_specs(exp, student_params))
     teacher_sh = shard_lib.logical_to_shardings(logical_axes(exp.teacher_config), teacher_params, mesh, exp.rules)
     placement = Placement(mesh, exp.rules, state_sh, teacher_sh)
     debug = exp.config.get("debug") or {}
     fns = build_step_fns(exp.teacher_config, exp.student_config, exp.recipe, tx, exp.pruning, placement,
                          accum_steps=int(t.get("accum_steps", 1)), dropout=bool(t.get("dropout", True)),
-                         nan_at_step=debug.get("nan_at_step"))
+                         nan_at_step=debug.get("nan_at_step"), student_model=task_distill.student_module(exp))
     return Run(exp, data, placement, fns, state, put_global(teacher_params, teacher_sh))
 
 
@@ -146,7 +153,7 @@ def log_scalars(run: Run, window: list, meter: metrics_lib.Throughput, done: int
     widths = pruning.remaining_widths(jax.device_get(run.state.masks)) if run.pruning_config else None
     exp = run.experiment
     seq_len = int(exp.data["seq_len"])
-    flops = metrics_lib.distill_step_flops(exp.teacher_config, exp.student_config, exp.batch_size, seq_len, widths)
+    flops = task_distill.step_flops(exp, seq_len, widths)
     scalars.update(meter.update(len(window), exp.batch_size * seq_len, flops))
     scalars["train/lr"] = float(lr_at(done - 1))
     if widths:
@@ -245,6 +252,9 @@ def run_in_workdir(exp: Experiment, workdir: str, lock: Optional[WorkdirLock], r
     if masks:
         summary["widths"] = pruning.remaining_widths(masks)
         summary["params"] = pruning.count_params(run.student_config, masks)
+    if exp.data_kind == "task":  # validation metrics on the task, then a classifier export
+        summary.update(task_distill.finish(exp, run.data, student, export_dir, card_metadata(config, done, last)))
+        return summary
     if export_dir and jax.process_index() == 0:
         result = export_student(run.student_config, student, masks, export_dir, run.experiment.tokenizer_dir,
                                 overwrite=exp.export_overwrite, metadata=card_metadata(config, done, last))

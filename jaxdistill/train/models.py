@@ -16,6 +16,9 @@ from jaxdistill.models import hf, init_params
 
 def load_models(exp: Experiment):
     """(teacher_params, student_params) as float32 NumPy trees, shaped as `exp`'s teacher and student configs."""
+    if exp.data_kind == "task":  # a fine-tuned classifier teacher; BERT or BiLSTM student
+        from jaxdistill.task_distill import load_task_models
+        return load_task_models(exp)
     t = exp.teacher_config
     _, teacher_params = hf.load(exp.config.teacher.path, with_mlm_head=True, with_pooler=True, dtype=t.dtype,
                                 remat=False)

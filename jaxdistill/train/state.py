@@ -57,8 +57,8 @@ def create_state(model_config: BertConfig, student_params, tx, mesh, rules, seed
     mesh / rules: the device mesh and logical-axis rules. seed: the dropout key is PRNGKey(seed).
     projections: the objective's extra parameters ({} by default). pruning_config: a
     `pruning.PruningConfig` to start all-ones masks and zero importance, or None (no pruning).
-    student_specs: the logical axis names of `student_params` when they are a part of the model (e.g. the
-    MLM head alone); default `logical_axes(model_config)`, the whole model.
+    student_specs: the logical axis names of `student_params` when they are not a whole Bert's (default
+    `logical_axes(model_config)`): a part of the model (the MLM head alone) or another student (the BiLSTM).
     """
     P = jax.sharding.PartitionSpec
     projections = {} if projections is None else projections

@@ -45,15 +45,18 @@ class StepFns:
 
 def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recipe, tx, pruning_config,
                    placement: Placement, *, accum_steps: int = 1, dropout: bool = True,
-                   nan_at_step: Optional[int] = None) -> StepFns:
+                   nan_at_step: Optional[int] = None, student_model=None) -> StepFns:
     """Builds and jits distill_step / prune_step / eval_step for one run.
 
     recipe: an `objectives.Recipe`. tx: the optax optimizer of the state. pruning_config: a
     `pruning.PruningConfig` or None. accum_steps: micro-batches per update (the batch is split row-wise:
     micro-batch i takes rows i, i+k, ..., so every device keeps an equal share). dropout: student dropout
     while training. nan_at_step: fault injection for tests (the loss of that update, counted from 1, is NaN).
+    student_model: the student's Flax module when it is not `Bert(student_config)` (e.g. `models.bilstm.BiLSTM`,
+    called with Bert's arguments and returning a `BertOutput`).
     """
-    teacher, student = Bert(teacher_config), Bert(student_config)
+    teacher = Bert(teacher_config)
+    student = student_model if student_model is not None else Bert(student_config)
     needs = bool(recipe.needs_intermediates)
     pruning_on = pruning_config is not None
 
