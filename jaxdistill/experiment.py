@@ -22,6 +22,8 @@ from jaxdistill import sharding as shard_lib
 from jaxdistill.data import check_data_config
 from jaxdistill.errors import ConfigError
 from jaxdistill.models import BertConfig, hf
+from jaxdistill.models.layer_stack import REMAT_POLICIES, remat_policy_name
+from jaxdistill.vocab_chunks import check_chunk_tokens
 from jaxdistill.optimizer import OptimizerConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -39,7 +41,7 @@ class Experiment:
     parsed settings. optimizer: the `OptimizerConfig`. mesh_sizes: the config's axis sizes (-1 = the rest);
     mesh_shape: resolved against `num_devices` when that was given, else None. rules: the logical-axis
     rules. tokenizer_dir, export_dir (None: no export; relative to the workdir unless absolute),
-    export_overwrite.
+    export_overwrite. vocab_chunk_tokens: `train.vocab_chunk_tokens` (0 = whole MLM logits).
     """
 
     config: Any
@@ -58,6 +60,7 @@ class Experiment:
     tokenizer_dir: str
     export_dir: Optional[str]
     export_overwrite: bool
+    vocab_chunk_tokens: int = 0
 
     @property
     def steps(self) -> int:
@@ -92,6 +95,41 @@ def check_train_section(t) -> None:
         problems.append(f"train.dtype {t.get('dtype')!r} is not one of {', '.join(DTYPES)}")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+SCAN_LAYERS_FROM = 12  # train.scan_layers="auto" scans models with at least this many layers
+
+
+def scan_layers_of(t, num_layers: int) -> bool:
+    """`train.scan_layers`: True, False or "auto" (scan when the teacher has >= SCAN_LAYERS_FROM layers)."""
+    value = t.get("scan_layers", "auto")
+    if value == "auto":
+        return num_layers >= SCAN_LAYERS_FROM
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"train.scan_layers must be true, false or 'auto', got {value!r}; "
+                      "e.g. --config.train.scan_layers=auto")
+
+
+def remat_of(t) -> str:
+    """`train.remat` as a policy name: false/"none", true/"full" or "dots_saveable"."""
+    value = t.get("remat", False)
+    name = remat_policy_name(value)
+    if name not in REMAT_POLICIES:
+        raise ConfigError(f"train.remat {value!r} is not a remat policy; use one of {', '.join(REMAT_POLICIES)} "
+                          "(or true = full, false = none), e.g. --config.train.remat=dots_saveable")
+    return name
+
+
+def check_vocab_chunking(chunk_tokens: int, recipe) -> None:
+    """Vocabulary chunking applies to MLM logits: a recipe whose terms read classifier logits needs 0."""
+    p = recipe.plan.predictions
+    if chunk_tokens and p.logit_terms and p.logits != "mlm_logits":
+        raise ConfigError(f"train.vocab_chunk_tokens={chunk_tokens} chunks MLM logits, but recipe {recipe.name!r} "
+                          f"reads `{p.logits}`; set --config.train.vocab_chunk_tokens=0")
+    if chunk_tokens and "hard" in p.weights:
+        raise ConfigError(f"recipe {recipe.name!r} has a hard-label term, which is not chunked; "
+                          "set --config.train.vocab_chunk_tokens=0")
 
 
 def teacher_config_of(path: str) -> Tuple[BertConfig, str]:
@@ -136,12 +174,15 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
     t = config.train
     check_train_section(t)
     optimizer = OptimizerConfig.from_section(t)
-    dtype, remat = str(t.get("dtype", "float32")), bool(t.get("remat", False))
+    dtype, remat = str(t.get("dtype", "float32")), remat_of(t)
+    chunk_tokens = check_chunk_tokens(t.get("vocab_chunk_tokens", 0))
     teacher, source = teacher_config_of(str(config.teacher.get("path") or ""))
-    teacher = teacher.replace(dtype=dtype, remat=False)
+    scan = scan_layers_of(t, teacher.num_hidden_layers)
+    teacher = teacher.replace(dtype=dtype, remat=False, scan_layers=scan)
     student, init, layers = student_config_of(teacher, config.student)
-    student = student.replace(remat=remat)
+    student = student.replace(remat=remat, scan_layers=scan)
     recipe = objectives.build_recipe(config.recipe, teacher, student)
+    check_vocab_chunking(chunk_tokens, recipe)
     pcfg = None
     if config.get("pruning") and config.pruning.get("enabled", False):
         pcfg = pruning.PruningConfig.from_config(config.pruning, student, optimizer.steps)
@@ -160,7 +201,8 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
                       student_init=init, student_layers=layers, recipe=recipe, pruning=pcfg, data=data,
                       optimizer=optimizer, mesh_sizes=sizes, mesh_shape=shape, rules=rules,
                       tokenizer_dir=str(config.teacher.get("tokenizer") or "") or str(config.teacher.path),
-                      export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)))
+                      export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)),
+                      vocab_chunk_tokens=chunk_tokens)
 
 
 def resolve_here(config) -> Experiment:
