@@ -102,7 +102,7 @@ SCAN_LAYERS_FROM = 12  # train.scan_layers="auto" scans models with at least thi
 
 def scan_layers_of(t, num_layers: int) -> bool:
     """`train.scan_layers`: True, False or "auto" (scan when the teacher has >= SCAN_LAYERS_FROM layers)."""
-    value = t.get("scan_layers", "auto")
+    value = t.get("scan_layers", False)
     if value == "auto":
         return num_layers >= SCAN_LAYERS_FROM
     if isinstance(value, bool):
