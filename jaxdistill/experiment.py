@@ -23,6 +23,8 @@ from jaxdistill import storage
 from jaxdistill.data import check_data_config
 from jaxdistill.errors import ConfigError
 from jaxdistill.models import BertConfig, bilstm, hf
+from jaxdistill.models.layer_stack import REMAT_POLICIES, remat_policy_name
+from jaxdistill.vocab_chunks import check_chunk_tokens
 from jaxdistill.optimizer import OptimizerConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -40,7 +42,7 @@ class Experiment:
     parsed settings. optimizer: the `OptimizerConfig`. mesh_sizes: the config's axis sizes (-1 = the rest);
     mesh_shape: resolved against `num_devices` when that was given, else None. rules: the logical-axis
     rules. tokenizer_dir, export_dir (None: no export; relative to the workdir unless absolute),
-    export_overwrite.
+    export_overwrite. vocab_chunk_tokens: `train.vocab_chunk_tokens` (0 = whole MLM logits).
     """
 
     config: Any
@@ -63,6 +65,7 @@ class Experiment:
     student_kind: str = "bert"       # "bert" or "bilstm" (task data only)
     student_path: str = ""           # student.init "pretrained": the BERT directory it starts from
     teacher_labels: Tuple[str, ...] = ()  # a task teacher's label names, in id order
+    vocab_chunk_tokens: int = 0      # tokens per block of the chunked vocabulary losses (0 = unchunked)
 
     @property
     def steps(self) -> int:
@@ -101,6 +104,41 @@ def check_train_section(t) -> None:
         problems.append(f"train.dtype {t.get('dtype')!r} is not one of {', '.join(DTYPES)}")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+SCAN_LAYERS_FROM = 12  # train.scan_layers="auto" scans models with at least this many layers
+
+
+def scan_layers_of(t, num_layers: int) -> bool:
+    """`train.scan_layers`: True, False or "auto" (scan when the teacher has >= SCAN_LAYERS_FROM layers)."""
+    value = t.get("scan_layers", False)
+    if value == "auto":
+        return num_layers >= SCAN_LAYERS_FROM
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"train.scan_layers must be true, false or 'auto', got {value!r}; "
+                      "e.g. --config.train.scan_layers=auto")
+
+
+def remat_of(t) -> str:
+    """`train.remat` as a policy name: false/"none", true/"full" or "dots_saveable"."""
+    value = t.get("remat", False)
+    name = remat_policy_name(value)
+    if name not in REMAT_POLICIES:
+        raise ConfigError(f"train.remat {value!r} is not a remat policy; use one of {', '.join(REMAT_POLICIES)} "
+                          "(or true = full, false = none), e.g. --config.train.remat=dots_saveable")
+    return name
+
+
+def check_vocab_chunking(chunk_tokens: int, recipe) -> None:
+    """Vocabulary chunking applies to MLM logits: a recipe whose terms read classifier logits needs 0."""
+    p = recipe.plan.predictions
+    if chunk_tokens and p.logit_terms and p.logits != "mlm_logits":
+        raise ConfigError(f"train.vocab_chunk_tokens={chunk_tokens} chunks MLM logits, but recipe {recipe.name!r} "
+                          f"reads `{p.logits}`; set --config.train.vocab_chunk_tokens=0")
+    if chunk_tokens and "hard" in p.weights:
+        raise ConfigError(f"recipe {recipe.name!r} has a hard-label term, which is not chunked; "
+                          "set --config.train.vocab_chunk_tokens=0")
 
 
 def teacher_config_of(path: str) -> Tuple[BertConfig, str]:
@@ -152,23 +190,27 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
     t = config.train
     check_train_section(t)
     optimizer = OptimizerConfig.from_section(t)
-    dtype, remat = str(t.get("dtype", "float32")), bool(t.get("remat", False))
+    dtype, remat = str(t.get("dtype", "float32")), remat_of(t)
+    chunk_tokens = check_chunk_tokens(t.get("vocab_chunk_tokens", 0))
     data_kind = str(config.data.get("kind", "pretraining"))
     if data_kind == "task":
         teacher_path = str(config.teacher.get("path") or "")
         teacher, source = task_distill.teacher_classifier_config(teacher_path), teacher_path
-        teacher = teacher.replace(dtype=dtype, remat=False)
+        scan = scan_layers_of(t, teacher.num_hidden_layers)
+        teacher = teacher.replace(dtype=dtype, remat=False, scan_layers=scan)
         student, init, layers, student_path = task_distill.task_student_config(teacher, config.student)
         labels = task_distill.label_names_of(teacher_path)
         if student_path:
             task_distill.check_model_labels(labels, task_distill.label_names_of(student_path), student_path)
     else:
         teacher, source = teacher_config_of(str(config.teacher.get("path") or ""))
-        teacher = teacher.replace(dtype=dtype, remat=False)
+        scan = scan_layers_of(t, teacher.num_hidden_layers)
+        teacher = teacher.replace(dtype=dtype, remat=False, scan_layers=scan)
         (student, init, layers), student_path, labels = student_config_of(teacher, config.student), "", ()
     student_kind = "bilstm" if isinstance(student, bilstm.BiLSTMConfig) else "bert"
-    student = student.replace(remat=remat) if student_kind == "bert" else student
+    student = student.replace(remat=remat, scan_layers=scan) if student_kind == "bert" else student
     recipe = objectives.build_recipe(config.recipe, teacher, task_distill.recipe_view(student, teacher, config.recipe))
+    check_vocab_chunking(chunk_tokens, recipe)
     pcfg = None
     if config.get("pruning") and config.pruning.get("enabled", False):
         if student_kind == "bilstm":
@@ -192,7 +234,7 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
                       tokenizer_dir=local_tokenizer_dir(config.teacher),
                       export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)),
                       data_kind=data_kind, student_kind=student_kind, student_path=student_path,
-                      teacher_labels=tuple(labels))
+                      teacher_labels=tuple(labels), vocab_chunk_tokens=chunk_tokens)
 
 
 def resolve_here(config) -> Experiment:

@@ -79,6 +79,39 @@ def _kl_from_logp(lt: Array, ls: Array, axis: int = -1, valid: Optional[Array] =
 
 
 # ------------------------------------------------------------------------------------- prediction layer
+# Per-position values (no reduction over positions), shared by the losses below and by the chunked
+# prediction-layer losses of `jaxdistill.vocab_chunks`. logits [..., C] -> [...] float32.
+def kl_per_position(student_logits, teacher_logits, temperature=1.0) -> Array:
+    """KL(softmax(z_t/T) || softmax(z_s/T)) summed over classes, per position; exactly 0 where the rows
+    are bitwise equal. No T^2 factor."""
+    T = _f32(temperature)
+    ls = jax.nn.log_softmax(_f32(student_logits) / T, axis=-1)
+    lt = jax.nn.log_softmax(_teacher(teacher_logits) / T, axis=-1)
+    return _zero_where_equal(_kl_from_logp(lt, ls), student_logits, teacher_logits, 1)
+
+
+def soft_cross_entropy_per_position(student_logits, teacher_logits, temperature=1.0) -> Array:
+    """-sum_c softmax(z_t/T) log softmax(z_s/T), per position. No T^2 factor."""
+    T = _f32(temperature)
+    ls = jax.nn.log_softmax(_f32(student_logits) / T, axis=-1)
+    pt = jax.nn.softmax(_teacher(teacher_logits) / T, axis=-1)
+    return -jnp.sum(pt * ls, axis=-1)
+
+
+def squared_error_per_position(student_logits, teacher_logits) -> Array:
+    """sum_c (z_s - z_t)^2, per position."""
+    return jnp.sum(jnp.square(_f32(student_logits) - _teacher(teacher_logits)), axis=-1)
+
+
+def nll_per_position(logits, labels, ignore_index: int = -100) -> Array:
+    """-log softmax(logits)[label], per position; 0 where the label is `ignore_index`. labels [...] int."""
+    labels = jnp.asarray(labels)
+    valid = labels != ignore_index
+    safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+    logp = jax.nn.log_softmax(_f32(logits), axis=-1)
+    return jnp.where(valid, -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0], 0.0)
+
+
 def soft_kl(student_logits, teacher_logits, temperature=1.0, mask=None) -> Array:
     """Hinton KD: `T^2 * mean_sel KL(softmax(z_t/T) || softmax(z_s/T))`.
 
@@ -88,10 +121,7 @@ def soft_kl(student_logits, teacher_logits, temperature=1.0, mask=None) -> Array
     """
     T = _f32(temperature)
     _check_same_shape("soft_kl", student_logits, teacher_logits)
-    ls = jax.nn.log_softmax(_f32(student_logits) / T, axis=-1)
-    lt = jax.nn.log_softmax(_teacher(teacher_logits) / T, axis=-1)
-    kl = _zero_where_equal(_kl_from_logp(lt, ls), student_logits, teacher_logits, 1)
-    return T * T * _masked_mean(kl, mask)
+    return T * T * _masked_mean(kl_per_position(student_logits, teacher_logits, T), mask)
 
 
 def soft_cross_entropy(student_logits, teacher_logits, temperature=1.0, mask=None, reduction="mean") -> Array:
@@ -104,9 +134,7 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature=1.0, mask=Non
     _check_reduction("soft_cross_entropy", reduction)
     T = _f32(temperature)
     _check_same_shape("soft_cross_entropy", student_logits, teacher_logits)
-    ls = jax.nn.log_softmax(_f32(student_logits) / T, axis=-1)
-    pt = jax.nn.softmax(_teacher(teacher_logits) / T, axis=-1)
-    out = T * T * _masked_mean(-jnp.sum(pt * ls, axis=-1), mask)
+    out = T * T * _masked_mean(soft_cross_entropy_per_position(student_logits, teacher_logits, T), mask)
     return out / student_logits.shape[-1] if reduction == "official" else out
 
 
@@ -118,8 +146,7 @@ def logit_mse(student_logits, teacher_logits, mask=None, reduction="mean") -> Ar
     """
     _check_reduction("logit_mse", reduction)
     _check_same_shape("logit_mse", student_logits, teacher_logits)
-    sq = jnp.sum(jnp.square(_f32(student_logits) - _teacher(teacher_logits)), axis=-1)
-    out = _masked_mean(sq, mask)
+    out = _masked_mean(squared_error_per_position(student_logits, teacher_logits), mask)
     return out / student_logits.shape[-1] if reduction == "official" else out
 
 
@@ -130,10 +157,7 @@ def cross_entropy(logits, labels, ignore_index: int = -100) -> Array:
         raise ValueError(f"cross_entropy: labels shape {labels.shape} must be logits shape without the class "
                          f"axis, {logits.shape[:-1]}")
     valid = labels != ignore_index
-    safe = jnp.where(valid, labels, 0).astype(jnp.int32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-    return _masked_mean(nll, valid)
+    return _masked_mean(nll_per_position(logits, labels, ignore_index), valid)
 
 
 def mlm_cross_entropy(logits, labels) -> Array:

@@ -22,6 +22,7 @@ import ml_collections
 
 from jaxdistill import layer_map as lm
 from jaxdistill import losses as L
+from jaxdistill import vocab_chunks
 from jaxdistill.errors import ConfigError
 from jaxdistill.models.bert import BertConfig
 from jaxdistill.recipe_validation import NOT_DISTILLATION, CheckedRecipe, MatchPlan, as_dict, check_recipe
@@ -128,10 +129,20 @@ class Recipe:
             return batch["attention_mask"]
         return batch["mlm_labels"] != -100
 
-    def prediction_values(self, student_out, teacher_out, batch, step) -> Dict[str, jax.Array]:
-        """Unweighted float32 scalars of the active prediction-layer terms (soft, soft_ce, logit_mse, hard, mlm)."""
+    def prediction_values(self, student_out, teacher_out, batch, step, *, vocab_chunk_tokens: int = 0,
+                          teacher_student_kl: bool = False) -> Dict[str, jax.Array]:
+        """Unweighted float32 scalars of the active prediction-layer terms (soft, soft_ce, logit_mse, hard, mlm),
+        plus "teacher_student_kl" (T = 1, mean over real tokens, no gradient) when asked and both models have
+        an MLM head. Outputs that carry `mlm_predictor` instead of `mlm_logits` (Bert(..., mlm_logits=False))
+        are scored chunk by chunk (`jaxdistill.vocab_chunks`, `vocab_chunk_tokens` tokens per chunk)."""
+        if student_out.mlm_logits is None and student_out.mlm_predictor is not None:
+            return self.chunked_prediction_values(student_out, teacher_out, batch, step, vocab_chunk_tokens,
+                                                  teacher_student_kl)
         p = self.plan.predictions
         values: Dict[str, jax.Array] = {}
+        if teacher_student_kl and student_out.mlm_logits is not None and teacher_out.mlm_logits is not None:
+            values["teacher_student_kl"] = jax.lax.stop_gradient(L.soft_kl(
+                student_out.mlm_logits, teacher_out.mlm_logits, temperature=1.0, mask=batch["attention_mask"]))
         if p.logit_terms:
             zs, zt = getattr(student_out, p.logits), getattr(teacher_out, p.logits)
             if zs is None or zt is None:
@@ -149,6 +160,27 @@ class Recipe:
         if "mlm" in p.weights:
             values["mlm"] = L.mlm_cross_entropy(student_out.mlm_logits, batch["mlm_labels"])
         return values
+
+    def chunked_prediction_values(self, student_out, teacher_out, batch, step, chunk_tokens: int,
+                                  teacher_student_kl: bool) -> Dict[str, jax.Array]:
+        """`prediction_values` from the models' MLM-head inputs, a block of tokens at a time."""
+        p = self.plan.predictions
+        if p.logit_terms and p.logits != "mlm_logits":
+            raise ConfigError(f"recipe {self.name!r} reads `{p.logits}`: call Bert with mlm_logits=True "
+                              "(vocabulary chunking applies to mlm_logits only)")
+        terms = [t for t in ("soft", "soft_ce", "logit_mse", "mlm") if t in p.weights]
+        if "hard" in p.weights:
+            raise ConfigError(f"recipe {self.name!r}: the hard-label term is not computed over vocabulary chunks; "
+                              "set train.vocab_chunk_tokens=0")
+        if teacher_student_kl and teacher_out.mlm_predictor is not None:
+            terms.append("teacher_student_kl")
+        if not terms:
+            return {}
+        return vocab_chunks.prediction_terms(
+            student_out.mlm_predictor, teacher_out.mlm_predictor, terms, chunk_tokens=chunk_tokens,
+            temperature=p.temperature(step), position_mask=self.prediction_mask(batch),
+            attention_mask=batch["attention_mask"], mlm_labels=batch.get("mlm_labels"),
+            logit_mse_reduction=p.logit_mse_reduction)
 
     def hard_label_loss(self, logits: jax.Array, batch) -> jax.Array:
         """CE of classifier logits [B, C] with int labels [B]; MSE (mean over B) for float labels or C == 1."""
@@ -189,11 +221,16 @@ class Recipe:
             total = total + (value if progressive is None else progressive.term_gate(si, step) * value)
         return total
 
-    def objective(self, student_out, teacher_out, batch, step, projections: Optional[dict] = None):
+    def objective(self, student_out, teacher_out, batch, step, projections: Optional[dict] = None, *,
+                  vocab_chunk_tokens: int = 0, teacher_student_kl: bool = False):
         """(loss, metrics): loss = sum over terms of weight(step) * value, a float32 scalar; metrics as in the
-        module doc. `batch` needs attention_mask [B, L] (and mlm_labels / labels for those terms)."""
+        module doc. `batch` needs attention_mask [B, L] (and mlm_labels / labels for those terms).
+        vocab_chunk_tokens / teacher_student_kl: see `prediction_values`; the KL metric is returned under
+        "teacher_student_kl" and is not part of the loss."""
         projections = projections or {}
-        values = self.prediction_values(student_out, teacher_out, batch, step)
+        values = self.prediction_values(student_out, teacher_out, batch, step,
+                                        vocab_chunk_tokens=vocab_chunk_tokens, teacher_student_kl=teacher_student_kl)
+        extra = {k: values.pop(k) for k in ("teacher_student_kl",) if k in values}
         for m in self.plan.matches:
             values[m.name] = self.match_value(m, student_out, teacher_out, batch["attention_mask"], projections, step)
         weights = {k: w(step) for k, w in self.plan.predictions.weights.items()}
@@ -206,6 +243,7 @@ class Recipe:
         metrics = {f"loss/{k}": v.astype(jnp.float32) for k, v in values.items()}
         metrics["loss/distill"] = distill
         metrics["loss"] = total
+        metrics.update(extra)
         return total, metrics
 
     def update_scale(self, params: dict, step) -> Optional[dict]:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 from jaxdistill.errors import ConfigError
+from jaxdistill.models.layer_stack import REMAT_POLICIES, checkpoint_policy, remat_policy_name, scan_layers
 
 Array = jax.Array
 Masks = Mapping[str, Array]
@@ -71,7 +72,10 @@ class BertConfig:
     num_labels: int = 0  # > 0 adds a classification head on the pooled output (1 = regression)
     dtype: str = "float32"  # compute dtype of activations (e.g. "bfloat16" on accelerators)
     param_dtype: str = "float32"
-    remat: bool = False  # jax.checkpoint every encoder layer
+    # Remat policy of every encoder layer: False/"none", True/"full" (jax.checkpoint each layer) or
+    # "dots_saveable" (keep matmul outputs, recompute the rest); see `models.layer_stack`.
+    remat: Any = False
+    scan_layers: bool = False  # run the layers under a scan (same `layer_{i}` parameters; faster compiles)
 
     def __post_init__(self):
         problems = []
@@ -84,6 +88,9 @@ class BertConfig:
             problems.append(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                 f"{self.num_attention_heads}; set head_dim explicitly or change one of them")
+        if remat_policy_name(self.remat) not in REMAT_POLICIES:
+            problems.append(f"remat {self.remat!r} is not a remat policy; use one of {REMAT_POLICIES} "
+                            "(or True = 'full', False = 'none')")
         if self.hidden_act not in ACTIVATIONS:
             problems.append(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
         if problems:
@@ -128,6 +135,11 @@ class BertConfig:
             d["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
         return d
 
+    @property
+    def remat_policy(self) -> str:
+        """The layers' remat policy: "none", "full" or "dots_saveable"."""
+        return remat_policy_name(self.remat)
+
     def replace(self, **changes) -> "BertConfig":
         return dataclasses.replace(self, **changes)
 
@@ -156,6 +168,8 @@ class BertOutput:
     hidden_states (N+1 entries, embedding output first) [B, L, d]; attention_scores (pre-softmax,
     scaled, plus the additive key mask) and attention_probs (before dropout) [B, H, L, L];
     queries, keys, values [B, H, L, d_h]. They are None otherwise.
+    mlm_predictor: with `mlm_logits=False`, the inputs of the MLM head (`MlmPredictor`) in place of the
+    logits, for losses that compute them a block of tokens at a time (`jaxdistill.vocab_chunks`).
     """
 
     last_hidden_state: Array
@@ -168,6 +182,7 @@ class BertOutput:
     queries: Optional[tuple] = None
     keys: Optional[tuple] = None
     values: Optional[tuple] = None
+    mlm_predictor: Optional["MlmPredictor"] = None
 
 
 def _dense_init(config: BertConfig, names):
@@ -323,6 +338,29 @@ class MlmHead(nn.Module):
         return jnp.dot(t.astype(dt), jnp.asarray(word_embeddings).astype(dt).T) + out_bias.astype(dt)
 
 
+MLM_HEAD_KEYS = ("mlm_transform", "mlm_LayerNorm", "mlm_bias")
+
+
+@struct.dataclass
+class MlmPredictor:
+    """What the MLM head needs to turn hidden states into logits, without computing them.
+
+    hidden: [B, L, d] the last hidden state. head: {"mlm_transform", "mlm_LayerNorm", "mlm_bias"} (the
+    `MlmHead` parameters). word_embeddings: [V, d] (the tied decoder). hidden_mask: [d] or None (HomoDistil).
+    `logits(hidden)` applies the head to any [..., d] slice of hidden states -> [..., V].
+    """
+
+    hidden: Array
+    head: Any
+    word_embeddings: Array
+    hidden_mask: Optional[Array]
+    config: BertConfig = struct.field(pytree_node=False)
+
+    def logits(self, hidden: Array) -> Array:
+        head = MlmHead(self.config, parent=None)
+        return head.apply({"params": self.head}, hidden, self.word_embeddings, self.hidden_mask)
+
+
 class Bert(nn.Module):
     """BERT encoder with optional MLM, pooler and classification heads. See `BertOutput` for what it returns.
 
@@ -331,13 +369,16 @@ class Bert(nn.Module):
       token_type_ids: [B, L] (default zeros). masks: HomoDistil masks (see module doc) or None.
       deterministic: disables dropout (needs a "dropout" rng when False).
       output_intermediates: also return per-layer hidden states, attention scores/probs and Q/K/V.
+      mlm_logits: False returns the MLM head's inputs (`BertOutput.mlm_predictor`) instead of the [B, L, V]
+        logits, for losses computed a block of tokens at a time (parameters are created either way).
     """
 
     config: BertConfig
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masks: Optional[Masks] = None,
-                 deterministic: bool = True, output_intermediates: bool = False) -> BertOutput:
+                 deterministic: bool = True, output_intermediates: bool = False,
+                 mlm_logits: bool = True) -> BertOutput:
         cfg = self.config
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         if attention_mask is None:
@@ -349,21 +390,19 @@ class Bert(nn.Module):
         attn_masks, ffn_masks = masks.get("attn"), masks.get("ffn")
 
         x, word_embed = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, hidden_mask, deterministic)
+        embedded = x
         key_bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
         key_bias = key_bias.astype(jnp.float32)
 
-        layer_cls = nn.remat(Layer, static_argnums=(6,)) if cfg.remat else Layer
-        hidden_states, per_layer = [x], []
-        for i in range(cfg.num_hidden_layers):
-            x, inter = layer_cls(cfg, name=f"layer_{i}")(
-                x, key_bias, hidden_mask,
-                None if attn_masks is None else attn_masks[i],
-                None if ffn_masks is None else ffn_masks[i],
-                deterministic)
-            hidden_states.append(x)
-            per_layer.append(inter)
+        layer_args = (key_bias, hidden_mask, attn_masks, ffn_masks, deterministic, output_intermediates)
+        if cfg.scan_layers and not self.is_initializing():
+            x, layer_outputs, per_layer = self.scanned_layers(x, *layer_args)
+        else:
+            x, layer_outputs, per_layer = self.unrolled_layers(x, *layer_args)
+        hidden_states = [embedded] + layer_outputs if output_intermediates else None
 
-        pooled = mlm_logits = logits = None
+        pooled = logits = None
+        predictor = None
         if cfg.with_pooler:
             pooled = nn.Dense(cfg.hidden_size, dtype=dt, param_dtype=pdt, name="pooler",
                               kernel_init=_dense_init(cfg, ("embed", "embed_out")),
@@ -372,7 +411,14 @@ class Bert(nn.Module):
         if cfg.with_mlm_head:
             head = MlmHead(cfg, name="mlm_head")
             nn.share_scope(self, head)  # its parameters sit at the top of Bert's tree, as in Hugging Face's
-            mlm_logits = _constrain(head(x, word_embed.embedding, hidden_mask), ("batch", "length", "vocab"))
+            if mlm_logits or self.is_initializing():
+                mlm_logits = _constrain(head(x, word_embed.embedding, hidden_mask), ("batch", "length", "vocab"))
+            else:
+                mlm_logits = None
+                predictor = MlmPredictor(hidden=x, head={k: self.variables["params"][k] for k in MLM_HEAD_KEYS},
+                                         word_embeddings=word_embed.embedding, hidden_mask=hidden_mask, config=cfg)
+        else:
+            mlm_logits = None
         if cfg.num_labels:
             if pooled is None:
                 raise ConfigError("a classification head (num_labels > 0) needs with_pooler=True")
@@ -381,7 +427,8 @@ class Bert(nn.Module):
                               kernel_init=_dense_init(cfg, ("embed", "classes")),
                               bias_init=_zeros(("classes",)))(h)
 
-        out = BertOutput(last_hidden_state=x, pooled=pooled, mlm_logits=mlm_logits, logits=logits)
+        out = BertOutput(last_hidden_state=x, pooled=pooled, mlm_logits=mlm_logits, logits=logits,
+                         mlm_predictor=predictor)
         if output_intermediates:
             gather = lambda key: tuple(d[key] for d in per_layer)
             out = out.replace(hidden_states=tuple(hidden_states),
@@ -389,6 +436,38 @@ class Bert(nn.Module):
                               attention_probs=gather("attention_probs"),
                               queries=gather("queries"), keys=gather("keys"), values=gather("values"))
         return out
+
+    def unrolled_layers(self, x, key_bias, hidden_mask, attn_masks, ffn_masks, deterministic, keep):
+        """The layers as submodules `layer_{i}`, each under the config's remat policy.
+        Returns (x [B, L, d], N layer outputs, N intermediates dicts)."""
+        cfg = self.config
+        policy = cfg.remat_policy
+        layer_cls = Layer if policy == "none" else nn.remat(Layer, static_argnums=(6,),
+                                                            policy=checkpoint_policy(policy))
+        outputs, per_layer = [], []
+        for i in range(cfg.num_hidden_layers):
+            x, inter = layer_cls(cfg, name=f"layer_{i}")(
+                x, key_bias, hidden_mask, None if attn_masks is None else attn_masks[i],
+                None if ffn_masks is None else ffn_masks[i], deterministic)
+            outputs.append(x)
+            per_layer.append(inter)
+        return x, outputs, per_layer
+
+    def scanned_layers(self, x, key_bias, hidden_mask, attn_masks, ffn_masks, deterministic, keep):
+        """The same layers under a scan over their stacked `layer_{i}` parameters (see `models.layer_stack`).
+        Dropout draws differ from the unrolled path (one key per layer, folded from this module's)."""
+        cfg = self.config
+        params = self.variables["params"]
+        layer_params = [params[f"layer_{i}"] for i in range(cfg.num_hidden_layers)]
+        rng = None if deterministic else self.make_rng("dropout")
+
+        def layer_fn(p, h, masks_i, rng_i):
+            head_mask, ffn_mask = masks_i
+            rngs = {} if rng_i is None else {"dropout": rng_i}
+            return Layer(cfg, parent=None).apply({"params": p}, h, key_bias, hidden_mask, head_mask, ffn_mask,
+                                                 deterministic, rngs=rngs)
+
+        return scan_layers(layer_fn, layer_params, x, (attn_masks, ffn_masks), rng, cfg.remat_policy, keep)
 
 
 def init_params(config: BertConfig, rng: Array, seq_len: int = 8, unbox: bool = True):

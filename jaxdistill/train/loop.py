@@ -141,7 +141,8 @@ def build_run(config_or_experiment: Union[Any, Experiment], devices=None) -> Run
     debug = exp.config.get("debug") or {}
     fns = build_step_fns(exp.teacher_config, exp.student_config, exp.recipe, tx, exp.pruning, placement,
                          accum_steps=int(t.get("accum_steps", 1)), dropout=bool(t.get("dropout", True)),
-                         nan_at_step=debug.get("nan_at_step"), student_model=task_distill.student_module(exp))
+                         nan_at_step=debug.get("nan_at_step"), student_model=task_distill.student_module(exp),
+                         vocab_chunk_tokens=exp.vocab_chunk_tokens)
     return Run(exp, data, placement, fns, state, put_global(teacher_params, teacher_sh))
 
 

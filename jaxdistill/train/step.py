@@ -19,7 +19,6 @@ import optax
 
 from jaxdistill import pruning
 from jaxdistill import sharding as shard_lib
-from jaxdistill.losses import soft_kl
 from jaxdistill.models import Bert, BertConfig
 from jaxdistill.train.state import TrainState
 
@@ -45,7 +44,7 @@ class StepFns:
 
 def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recipe, tx, pruning_config,
                    placement: Placement, *, accum_steps: int = 1, dropout: bool = True,
-                   nan_at_step: Optional[int] = None, student_model=None) -> StepFns:
+                   nan_at_step: Optional[int] = None, student_model=None, vocab_chunk_tokens: int = 0) -> StepFns:
     """Builds and jits distill_step / prune_step / eval_step for one run.
 
     recipe: an `objectives.Recipe`. tx: the optax optimizer of the state. pruning_config: a
@@ -54,15 +53,19 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
     while training. nan_at_step: fault injection for tests (the loss of that update, counted from 1, is NaN).
     student_model: the student's Flax module when it is not `Bert(student_config)` (e.g. `models.bilstm.BiLSTM`,
     called with Bert's arguments and returning a `BertOutput`).
+    vocab_chunk_tokens: > 0 computes the MLM logits and every loss over them a chunk of about this many tokens
+    at a time (`jaxdistill.vocab_chunks`), so no [B, L, V] logits exist whole; 0 = whole logits.
     """
     teacher = Bert(teacher_config)
     student = student_model if student_model is not None else Bert(student_config)
     needs = bool(recipe.needs_intermediates)
     pruning_on = pruning_config is not None
+    whole_logits = int(vocab_chunk_tokens) <= 0
 
     def forward_teacher(teacher_params, batch):
         out = teacher.apply({"params": teacher_params}, batch["input_ids"], batch["attention_mask"],
-                            batch["token_type_ids"], deterministic=True, output_intermediates=needs)
+                            batch["token_type_ids"], deterministic=True, output_intermediates=needs,
+                            mlm_logits=whole_logits)
         return jax.lax.stop_gradient(out)
 
     def student_loss(params, masks, teacher_out, batch, step, rng, deterministic):
@@ -70,12 +73,10 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
         on MLM predictions (T=1, mean over real tokens) under "teacher_student_kl" when both have MLM heads."""
         out = student.apply({"params": params["student"]}, batch["input_ids"], batch["attention_mask"],
                             batch["token_type_ids"], masks=masks if pruning_on else None,
-                            deterministic=deterministic, output_intermediates=needs, rngs={"dropout": rng})
-        loss, terms = recipe.objective(out, teacher_out, batch, step, params["projections"])
-        if out.mlm_logits is not None and teacher_out.mlm_logits is not None:
-            kl = soft_kl(out.mlm_logits, teacher_out.mlm_logits, temperature=1.0, mask=batch["attention_mask"])
-            terms = dict(terms, teacher_student_kl=kl)
-        return loss, terms
+                            deterministic=deterministic, output_intermediates=needs, rngs={"dropout": rng},
+                            mlm_logits=whole_logits)
+        return recipe.objective(out, teacher_out, batch, step, params["projections"],
+                                vocab_chunk_tokens=int(vocab_chunk_tokens), teacher_student_kl=True)
 
     def loss_fn(params, masks, teacher_out, batch, step, rng):
         loss, terms = student_loss(params, masks, teacher_out, batch, step, rng, deterministic=not dropout)

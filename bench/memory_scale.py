@@ -1,0 +1,178 @@
+"""Memory and compile time that scale (issue 16, points 1 and 2): vocabulary chunking and scanned layers.
+
+    python bench/memory_scale.py                # both parts (~5-10 minutes on the shared 2-core CPU)
+    python bench/memory_scale.py --part chunks  # vocabulary chunking only
+    python bench/memory_scale.py --part scan    # 24-layer compile time only
+    python bench/memory_scale.py --quick        # smaller shapes, fewer steps
+
+Every figure is printed beside what it compares against, from the same run, with the load average.
+
+chunks: the engine's own jitted `distill_step` (`train.build_step_fns`) for the `bench/vs_pytorch.py` step
+shape: a MiniLM-shaped teacher (random weights: hidden 384, 6 layers, 12 heads, FFN 1536, vocab 30522) ->
+a half-width student (hidden 192, 6 heads of 32, FFN 768), loss = soft KL (T = 1, real tokens) + MLM CE +
+hidden MSE through identity/random projections, AdamW. For `train.vocab_chunk_tokens` = 0 (whole [B, L, V]
+logits) and the chunked settings it prints XLA's memory accounting of the compiled step
+(`compiled.memory_analysis()`: temporaries, arguments, outputs; their sum is the step's peak device memory
+on CPU) at 16 x 128 and 64 x 128, the size of one [B, L, V] float32 logits array for comparison, and at 16 x
+128 the step time of each setting, timed alternately (medians).
+
+scan: compile time (lower + compile, no execution) of the engine's distill step for a 24-layer teacher and a
+24-layer student (narrow: hidden 128, 4 heads, FFN 512, vocab 8192; 2 x 32 tokens), layers unrolled vs under
+a scan (`train.scan_layers`), each remat policy of the student.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxdistill import objectives  # noqa: E402
+from jaxdistill import sharding as shard_lib  # noqa: E402
+from jaxdistill.configs import paper_recipe  # noqa: E402
+from jaxdistill.models import BertConfig, init_params, logical_axes  # noqa: E402
+from jaxdistill.optimizer import OptimizerConfig, make_optimizer  # noqa: E402
+from jaxdistill.train import Placement, build_step_fns, create_state  # noqa: E402
+
+MINILM = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+              intermediate_size=1536, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+STUDENT = dict(hidden_size=192, num_attention_heads=6, intermediate_size=768)
+DEEP = dict(vocab_size=8192, hidden_size=128, num_hidden_layers=24, num_attention_heads=4, intermediate_size=512,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+MB = 2 ** 20
+
+
+def load_avg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def recipe_for(teacher: BertConfig, student: BertConfig):
+    """Soft KL over real tokens (T = 1) + MLM + hidden MSE (uniform map with projections): vs_pytorch's loss."""
+    r = paper_recipe("homodistil")
+    return objectives.build_recipe(r, teacher, student)
+
+
+def build(teacher: BertConfig, student: BertConfig, chunk_tokens: int):
+    """(step fn, state, teacher params) of the engine for these models, on a 1-device mesh."""
+    mesh = shard_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+    rules = shard_lib.rules_from_config(None)
+    recipe = recipe_for(teacher, student)
+    tx = make_optimizer(OptimizerConfig(lr=6e-4, steps=100, warmup_steps=0, decay="constant", grad_clip=1.0,
+                                        weight_decay=0.01))
+    tp = jax.tree.map(np.asarray, init_params(teacher, jax.random.key(0)))
+    sp = jax.tree.map(np.asarray, init_params(student, jax.random.key(1)))
+    proj = jax.tree.map(np.asarray, recipe.init_projections(jax.random.key(2)))
+    state, state_sh = create_state(student, sp, tx, mesh, rules, 0, projections=proj)
+    teacher_sh = shard_lib.logical_to_shardings(logical_axes(teacher), tp, mesh, rules)
+    fns = build_step_fns(teacher, student, recipe, tx, None, Placement(mesh, rules, state_sh, teacher_sh),
+                         dropout=False, vocab_chunk_tokens=chunk_tokens)
+    return fns.distill_step, state, jax.device_put(tp, teacher_sh)
+
+
+def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32)
+    am = np.ones((batch, seq), np.int32)
+    am[::3, seq * 3 // 4:] = 0
+    mlm = np.where((rng.random((batch, seq)) < 0.15) & (am > 0), ids, -100).astype(np.int32)
+    return dict(input_ids=ids, attention_mask=am, token_type_ids=np.zeros_like(ids), mlm_labels=mlm)
+
+
+def memory_of(compiled) -> dict:
+    m = compiled.memory_analysis()
+    out = dict(temp=m.temp_size_in_bytes, args=m.argument_size_in_bytes, outputs=m.output_size_in_bytes,
+               alias=m.alias_size_in_bytes)
+    out["peak"] = out["temp"] + out["args"] + out["outputs"] - out["alias"]
+    return out
+
+
+def part_chunks(args) -> None:
+    teacher = BertConfig(**MINILM, with_pooler=False)
+    student = teacher.replace(**STUDENT)
+    settings = [0] + args.chunks
+    print(f"\n== vocabulary chunking (load average before: {load_avg()}) ==")
+    print("step: MiniLM-shaped teacher -> half-width student, soft KL + MLM + hidden MSE, AdamW, float32")
+    timed = {}
+    for batch in args.batches:
+        logits_mb = batch * args.seq_len * teacher.vocab_size * 4 / MB
+        print(f"\n{batch} x {args.seq_len}: one [B, L, V] float32 logits array = {logits_mb:.0f} MB")
+        print(f"{'vocab_chunk_tokens':>19}{'compile s':>11}{'temp MB':>10}{'args MB':>10}{'peak MB':>10}"
+              f"{'peak vs whole':>15}")
+        base = None
+        for chunk in settings:
+            step, state, tp = build(teacher, student, chunk)
+            b = make_batch(batch, args.seq_len, teacher.vocab_size)
+            t0 = time.perf_counter()
+            compiled = step.lower(state, tp, b).compile()
+            seconds = time.perf_counter() - t0
+            mem = memory_of(compiled)
+            base = base or mem["peak"]
+            print(f"{chunk or 'whole':>19}{seconds:11.1f}{mem['temp'] / MB:10.0f}{mem['args'] / MB:10.0f}"
+                  f"{mem['peak'] / MB:10.0f}{mem['peak'] / base:14.2f}x")
+            if batch == args.batches[0]:
+                timed[chunk] = (compiled, state, tp, b)
+    print(f"\nstep time at {args.batches[0]} x {args.seq_len}, alternating, {args.steps} rounds (load average "
+          f"before: {load_avg()})")
+    times = {c: [] for c in timed}
+    states = {c: v[1] for c, v in timed.items()}
+    for _ in range(args.steps + 1):
+        for c, (compiled, _, tp, b) in timed.items():
+            t0 = time.perf_counter()
+            states[c], m = compiled(states[c], tp, b)
+            jax.block_until_ready(m)
+            times[c].append(time.perf_counter() - t0)
+    base = statistics.median(times[0][1:])
+    for c, ts in times.items():
+        med = statistics.median(ts[1:])
+        print(f"  vocab_chunk_tokens={c or 'whole':>6}: {med:7.3f} s/step  ({med / base:.3f}x whole)")
+    print(f"load average after: {load_avg()}")
+
+
+def part_scan(args) -> None:
+    print(f"\n== 24-layer step compile time, unrolled vs scanned (load average before: {load_avg()}) ==")
+    print(f"{'layers':>8}{'remat':>15}{'lower+compile s':>17}")
+    results = {}
+    for scan in (False, True):
+        for remat in (("none", "full", "dots_saveable") if scan else ("none", "full")):
+            teacher = BertConfig(**DEEP, with_pooler=False, scan_layers=scan)
+            student = teacher.replace(remat=remat)
+            step, state, tp = build(teacher, student, args.chunks[0])
+            b = make_batch(2, 32, teacher.vocab_size)
+            t0 = time.perf_counter()
+            step.lower(state, tp, b).compile()
+            results[(scan, remat)] = time.perf_counter() - t0
+            print(f"{'scanned' if scan else 'unrolled':>8}{remat:>15}{results[(scan, remat)]:17.1f}")
+    for remat in ("none", "full"):
+        print(f"  remat={remat}: unrolled / scanned = {results[(False, remat)] / results[(True, remat)]:.1f}x")
+    print(f"load average after: {load_avg()}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("chunks", "scan", "all"), default="all")
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--chunks", type=int, nargs="+", default=[4096, 1024])
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.seq_len, args.steps = [4, 16], 64, 2
+    print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+          f"{os.cpu_count()} CPUs")
+    if args.part in ("chunks", "all"):
+        part_chunks(args)
+    if args.part in ("scan", "all"):
+        part_scan(args)
+
+
+if __name__ == "__main__":
+    main()

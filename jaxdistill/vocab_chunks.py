@@ -1,0 +1,153 @@
+"""Prediction-layer losses over the vocabulary, computed a block of tokens at a time.
+
+At the paper's scale the MLM logits dominate memory: [B, L, V] per model, plus their softmaxes, in the forward
+and again in the backward pass. `prediction_terms` never builds them whole. It takes the models' MLM-head
+inputs (`models.bert.MlmPredictor`: the last hidden state [B, L, d], the head's parameters, the tied word
+embeddings [V, d] and the HomoDistil hidden mask [d] of the model's LayerNorm), cuts the sequence axis into
+chunks of `chunk_length` positions (every row of the batch in each chunk, so a batch sharded over devices
+stays sharded), and for each chunk applies both heads, the softmaxes and the per-position losses under
+`jax.checkpoint`, inside a `lax.scan` that adds up each term's numerator. The backward pass recomputes one
+chunk's logits at a time: at most one chunk of student and teacher logits [B, Lc, V] is alive at once.
+
+Reductions are those of `jaxdistill.losses` (soft_kl, soft_cross_entropy, logit_mse, mlm_cross_entropy):
+a term's per-chunk sums are added over chunks, then divided by the count over the whole batch, so the
+values and gradients equal the unchunked losses up to float32 summation order (tests: within 1e-5).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxdistill import losses as L
+from jaxdistill.errors import ConfigError
+
+Array = jax.Array
+
+# Terms `prediction_terms` computes. "teacher_student_kl" is the engine's metric: KL at T = 1 over real
+# tokens, without gradient.
+TERMS = ("soft", "soft_ce", "logit_mse", "mlm", "teacher_student_kl")
+NEEDS_TEACHER = ("soft", "soft_ce", "logit_mse", "teacher_student_kl")
+
+
+def chunk_length(batch_size: int, seq_len: int, chunk_tokens: int) -> int:
+    """Positions per chunk: `chunk_tokens // batch_size` (at least 1), at most `seq_len`; 0 = one chunk."""
+    if chunk_tokens <= 0:
+        return seq_len
+    return max(1, min(seq_len, chunk_tokens // max(batch_size, 1)))
+
+
+def check_chunk_tokens(value, field: str = "train.vocab_chunk_tokens") -> int:
+    """`value` as an int >= 0, or ConfigError naming `field`."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0 or n != value:
+        raise ConfigError(f"{field} must be an integer >= 0 (tokens per vocabulary chunk; 0 = the whole batch at "
+                          f"once), got {value!r}; e.g. --config.{field}=4096")
+    return n
+
+
+def split_positions(x: Array, num_chunks: int, length: int, fill) -> Array:
+    """[B, L, ...] -> [num_chunks, B, length, ...], padding the sequence axis with `fill` to num_chunks*length."""
+    pad = num_chunks * length - x.shape[1]
+    if pad:
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
+    x = x.reshape((x.shape[0], num_chunks, length) + x.shape[2:])
+    return jnp.moveaxis(x, 1, 0)
+
+
+def masked_sum(values: Array, mask: Array) -> Array:
+    """sum of values * mask over positions where mask > 0 (the numerator of `losses`' masked means)."""
+    m = mask.astype(jnp.float32)
+    return jnp.sum(jnp.where(m > 0, values * m, 0.0))
+
+
+def chunk_sums(student, teacher, xs, terms: Sequence[str], temperature) -> Dict[str, Array]:
+    """Per-term numerators over one chunk.
+
+    student / teacher: `MlmPredictor`s (their `hidden` unused); xs: (student hidden [B, Lc, d_s], teacher
+    hidden [B, Lc, d_t] or None, position mask [B, Lc], real-token mask [B, Lc], MLM labels [B, Lc]).
+    """
+    hs, ht, positions, valid, labels = xs
+    zs = student.logits(hs)
+    zt = None if ht is None else jax.lax.stop_gradient(teacher.logits(ht))
+    sums = {}
+    if "soft" in terms:
+        sums["soft"] = masked_sum(L.kl_per_position(zs, zt, temperature), positions)
+    if "soft_ce" in terms:
+        sums["soft_ce"] = masked_sum(L.soft_cross_entropy_per_position(zs, zt, temperature), positions)
+    if "logit_mse" in terms:
+        sums["logit_mse"] = masked_sum(L.squared_error_per_position(zs, zt), positions)
+    if "mlm" in terms:
+        sums["mlm"] = jnp.sum(L.nll_per_position(zs, labels))
+    if "teacher_student_kl" in terms:
+        sums["teacher_student_kl"] = masked_sum(L.kl_per_position(jax.lax.stop_gradient(zs), zt, 1.0), valid)
+    return sums
+
+
+def prediction_terms(student, teacher, terms: Sequence[str], *, chunk_tokens: int, temperature=1.0,
+                     position_mask: Optional[Array] = None, attention_mask: Optional[Array] = None,
+                     mlm_labels: Optional[Array] = None, logit_mse_reduction: str = "mean") -> Dict[str, Array]:
+    """Prediction-layer terms of a student and a teacher from their MLM-head inputs, chunk by chunk.
+
+    student, teacher: `models.bert.MlmPredictor` (teacher may be None when only "mlm" is asked).
+    terms: names in TERMS. chunk_tokens: tokens per chunk (0 = one chunk); the chunk is
+    `chunk_length(B, L, chunk_tokens)` positions of every row. temperature: T of soft / soft_ce.
+    position_mask [B, L]: the positions soft / soft_ce / logit_mse average over (None = all).
+    attention_mask [B, L]: real tokens, for teacher_student_kl (None = all). mlm_labels [B, L] (-100 = not a
+    target), for mlm. Returns float32 scalars: soft = T^2 * mean_sel KL(p_t || p_s) at T; soft_ce = T^2 *
+    mean_sel -sum p_t log p_s; logit_mse = mean_sel sum_c (z_s - z_t)^2 (/ V when "official"); mlm = mean
+    cross-entropy over targets; teacher_student_kl = mean over real tokens of KL at T = 1 (no gradient).
+    """
+    unknown = sorted(set(terms) - set(TERMS))
+    if unknown:
+        raise ConfigError(f"vocabulary-chunked terms {unknown} are not supported; chunked terms are {TERMS}")
+    if teacher is None and set(terms) & set(NEEDS_TEACHER):
+        raise ConfigError(f"terms {sorted(set(terms) & set(NEEDS_TEACHER))} need the teacher's MLM head")
+    if "mlm" in terms and mlm_labels is None:
+        raise ConfigError("the mlm term needs batch['mlm_labels']")
+    B, seq = student.hidden.shape[:2]
+    ones = jnp.ones((B, seq), jnp.float32)
+    positions = ones if position_mask is None else jnp.asarray(position_mask).astype(jnp.float32)
+    valid = ones if attention_mask is None else jnp.asarray(attention_mask).astype(jnp.float32)
+    labels = jnp.full((B, seq), -100, jnp.int32) if mlm_labels is None else jnp.asarray(mlm_labels)
+
+    length = chunk_length(B, seq, int(chunk_tokens))
+    n = -(-seq // length)
+    xs = (split_positions(student.hidden, n, length, 0),
+          None if teacher is None else split_positions(jax.lax.stop_gradient(teacher.hidden), n, length, 0),
+          split_positions(positions, n, length, 0), split_positions(valid, n, length, 0),
+          split_positions(labels, n, length, -100))
+    terms = tuple(t for t in TERMS if t in terms)
+    s_head = student.replace(hidden=None)
+    t_head = None if teacher is None else jax.lax.stop_gradient(teacher.replace(hidden=None))
+    per_chunk = jax.checkpoint(lambda s, t, x: chunk_sums(s, t, x, terms, temperature), prevent_cse=False)
+
+    def body(total, x):
+        sums = per_chunk(s_head, t_head, x)
+        return {k: total[k] + sums[k] for k in total}, None
+
+    totals, _ = jax.lax.scan(body, {k: jnp.float32(0.0) for k in terms}, xs)
+    return reduce_sums(totals, temperature, positions, valid, labels, logit_mse_reduction,
+                       vocab_size=student.word_embeddings.shape[0])
+
+
+def reduce_sums(totals: Dict[str, Array], temperature, positions: Array, valid: Array, labels: Array,
+                logit_mse_reduction: str, vocab_size: int) -> Dict[str, Array]:
+    """Divides each term's summed numerator by its count (at least 1) and applies T^2 / the official /V."""
+    T = jnp.asarray(temperature, jnp.float32)
+    count = lambda m: jnp.maximum(jnp.sum(m), 1.0)
+    out = {}
+    for k, v in totals.items():
+        if k in ("soft", "soft_ce"):
+            out[k] = T * T * v / count(positions)
+        elif k == "logit_mse":
+            out[k] = v / count(positions) / (vocab_size if logit_mse_reduction == "official" else 1)
+        elif k == "mlm":
+            out[k] = v / count((labels != -100).astype(jnp.float32))
+        else:
+            out[k] = v / count(valid)
+    return out
