@@ -67,7 +67,8 @@ class BiLSTM(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masks=None, deterministic: bool = True,
-                 output_intermediates: bool = False) -> BertOutput:
+                 output_intermediates: bool = False, mlm_logits: bool = True) -> BertOutput:
+        # masks and mlm_logits are accepted for Bert's call signature (the engine calls both alike); no MLM head here
         c = self.config
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
