@@ -23,7 +23,9 @@ def test_logit_mse_preset_uses_the_official_reduction():
     """Bug: configs/logit_mse.py promised d-bert's mean over batch x classes but summed over classes."""
     r = objectives.build_recipe(logit_mse.recipe(data="task"), tiny_config(num_labels=4), tiny_config(num_labels=4))
     zs, zt = jnp.arange(8.0).reshape(2, 4), jnp.zeros((2, 4))
-    out = objectives.Recipe.prediction_values(r, type("O", (), {"logits": zs})(), type("O", (), {"logits": zt})(),
+    def output(logits):  # a model output with classifier logits only (no MLM head)
+        return type("O", (), {"logits": logits, "mlm_logits": None, "mlm_predictor": None})()
+    out = objectives.Recipe.prediction_values(r, output(zs), output(zt),
                                               {"labels": jnp.zeros(2, jnp.int32), "attention_mask": None}, 0)
     assert float(out["logit_mse"]) == pytest.approx(float(jnp.mean(jnp.square(zs))))
 
