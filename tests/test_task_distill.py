@@ -19,13 +19,16 @@ from tiny import TASK_LABELS, tiny_config, write_task_preset_inputs, write_tiny_
 # ------------------------------------------------------------------------------------ preset bugs (issue 14)
 
 
+def classifier_output(logits):
+    """A model output with classifier logits only (no MLM head), as `Recipe.prediction_values` reads it."""
+    return type("O", (), {"logits": logits, "mlm_logits": None, "mlm_predictor": None})()
+
+
 def test_logit_mse_preset_uses_the_official_reduction():
     """Bug: configs/logit_mse.py promised d-bert's mean over batch x classes but summed over classes."""
     r = objectives.build_recipe(logit_mse.recipe(data="task"), tiny_config(num_labels=4), tiny_config(num_labels=4))
     zs, zt = jnp.arange(8.0).reshape(2, 4), jnp.zeros((2, 4))
-    def output(logits):  # a model output with classifier logits only (no MLM head)
-        return type("O", (), {"logits": logits, "mlm_logits": None, "mlm_predictor": None})()
-    out = objectives.Recipe.prediction_values(r, output(zs), output(zt),
+    out = objectives.Recipe.prediction_values(r, classifier_output(zs), classifier_output(zt),
                                               {"labels": jnp.zeros(2, jnp.int32), "attention_mask": None}, 0)
     assert float(out["logit_mse"]) == pytest.approx(float(jnp.mean(jnp.square(zs))))
 
@@ -51,7 +54,7 @@ def test_tinybert_task_stage_is_two_runs():
     zs, zt = jax.random.normal(jax.random.key(0), (4, 3)), jax.random.normal(jax.random.key(1), (4, 3))
     ls, pt = jax.nn.log_softmax(zs), jax.nn.softmax(zt)
     r = objectives.build_recipe(official, tiny_config(num_labels=3), tiny_config(num_labels=3))
-    out = r.prediction_values(type("O", (), {"logits": zs})(), type("O", (), {"logits": zt})(), {}, 0)
+    out = r.prediction_values(classifier_output(zs), classifier_output(zt), {}, 0)
     assert float(out["soft_ce"]) == pytest.approx(float(jnp.mean(-pt * ls)), rel=1e-5)
 
 
