@@ -162,6 +162,10 @@ def random_student(c: ml_collections.ConfigDict, **bert_fields) -> None:
     c.student.overrides = ml_collections.ConfigDict(dict(bert_fields))
 
 
+# The random student of the CPU presets (cpu, smoke) of the randomly initialised recipes (assumed, for speed).
+CPU_RANDOM_STUDENT = dict(num_hidden_layers=2, hidden_size=96, num_attention_heads=12, intermediate_size=384)
+
+
 # ------------------------------------------------------------------------- task-specific distillation
 # Where the task presets read their inputs (relative to the working directory). task_smoke: any CSV with
 # columns sentence,label and a teacher fine-tuned on it (`jaxdistill finetune --config finetune:smoke ...

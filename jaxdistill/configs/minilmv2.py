@@ -61,6 +61,5 @@ def get_config(preset: str = DEFAULT_PRESET):
         common.random_student(c, **STUDENTS[preset])
     else:
         common.cpu_preset(c, preset)
-        common.random_student(c, num_hidden_layers=2, hidden_size=96, num_attention_heads=12,
-                               intermediate_size=384)
+        common.random_student(c, **common.CPU_RANDOM_STUDENT)
     return c
