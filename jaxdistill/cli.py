@@ -148,13 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="examples per batch (default: the config's)")
     p.add_argument("--out", help="also write the metrics JSON to this file")
 
-    p = add("fit-mlm-head", "fit an MLM head to a teacher that has none (encoder frozen)", """
-        Some BERT checkpoints (e.g. sentence-transformers models) ship without their MLM head. This fits a
-        fresh head on a corpus with the encoder frozen and writes teacher + head to OUT, ready to be a
-        distillation teacher (--config.teacher.path=OUT).
+    p = add("fit-mlm-head", "give a teacher that has none a trained MLM head (head only, or adapt the encoder)", """
+        Some BERT checkpoints (e.g. sentence-transformers models) ship without their MLM head. --mode head
+        fits a fresh head on a corpus with the encoder frozen (features cached, so epochs are cheap);
+        --mode encoder continues MLM training of the whole model with its head (teacher adaptation:
+        checkpointed in --workdir and resumed by rerunning the same command). Writes teacher + head to OUT,
+        ready to be a distillation teacher (--config.teacher.path=OUT); rerunning a finished command
+        reuses OUT.
         """, """
-        example:
-          jaxdistill fit-mlm-head --teacher /path/to/all-MiniLM-L6-v2 --out teachers/minilm-mlm --steps 150
+        examples:
+          jaxdistill fit-mlm-head --teacher /path/to/all-MiniLM-L6-v2 --out teachers/minilm-head --steps 150
+          jaxdistill fit-mlm-head --mode encoder --teacher teachers/minilm-head --out teachers/minilm-mlm \\
+              --workdir runs/adapt --steps 1500 --batch-size 16 --lr 1e-4 --eval-every 100
         """)
     p.add_argument("--teacher", required=True, help="BERT directory (or hub id when online)")
     p.add_argument("--out", required=True, help="output directory")
@@ -168,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=None, help="packed-corpus cache (default: ~/.cache/jaxdistill/data)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--mode", choices=("head", "encoder"), default="head",
+                   help="head: frozen encoder (default); encoder: adapt the whole model")
+    p.add_argument("--eval-every", type=int, default=None, help="held-out MLM loss/accuracy every N steps")
+    p.add_argument("--eval-batches", type=int, default=4, help="held-out batches per evaluation")
+    p.add_argument("--feature-batches", type=int, default=None,
+                   help="head mode: batches whose encoder features are cached (default min(steps, 256))")
+    p.add_argument("--workdir", default=None, help="encoder mode: checkpoints and metrics.jsonl (resumable)")
+    p.add_argument("--checkpoint-every", type=int, default=200)
 
     p = add("demo", "run the whole pipeline offline on a CPU (data, distill, fine-tune, compare)", """
         Fetches the offline demo data, fits the teacher's MLM head, distils all-MiniLM-L6-v2 with HomoDistil
@@ -371,7 +384,9 @@ def cmd_fit_mlm_head(args, overrides) -> int:
         data_cfg.cache_dir = args.cache_dir
     result = mlm_head.fit_mlm_head(args.teacher, data_cfg, args.out, steps=args.steps, batch_size=args.batch_size,
                                    lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite, mode=args.mode, eval_every=args.eval_every,
+                                   eval_batches=args.eval_batches, feature_batches=args.feature_batches,
+                                   workdir=args.workdir, checkpoint_every=args.checkpoint_every)
     print(json.dumps(result, indent=2, sort_keys=True, default=str), flush=True)
     return EXIT_OK
 

@@ -28,7 +28,7 @@ from jaxdistill.vocab_chunks import check_chunk_tokens
 from jaxdistill.optimizer import OptimizerConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
-STUDENT_INITS = ("copy", "layers", "random")
+STUDENT_INITS = ("copy", "layers", "random", "compact_random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,8 +168,9 @@ def local_tokenizer_dir(teacher_section) -> str:
 
 def student_config_of(teacher: BertConfig, student_section) -> Tuple[BertConfig, str, Tuple[int, ...]]:
     """(student config, init, copied layers) from the `student` section: "copy" (the teacher, exactly),
-    "layers" (the teacher layers `student.layers`, 0-based) or "random" (the teacher's config with
-    `student.overrides`)."""
+    "layers" (the teacher layers `student.layers`, 0-based), "random" (the teacher's config with
+    `student.overrides`) or "compact_random" (randomly initialised at the compact shape; `resolve` sets the
+    shape from the pruning section)."""
     init = student_section.get("init", "copy")
     overrides = dict(student_section.get("overrides", None) or {})
     if init not in STUDENT_INITS:
@@ -178,6 +179,22 @@ def student_config_of(teacher: BertConfig, student_section) -> Tuple[BertConfig,
         layers = tuple(int(i) for i in (student_section.get("layers", ()) or ()))
         return layer_map.student_config_from_layers(teacher, layers, **overrides), init, layers
     return teacher.replace(**overrides), init, ()
+
+
+def compact_random_student(config, teacher_like: BertConfig, steps: int) -> BertConfig:
+    """student.init "compact_random": the shape HomoDistil would end at under the `pruning` section (its
+    widths, or those `target_params` solves), initialised randomly and trained unpruned; the section must
+    be disabled, since it only gives the shape here."""
+    section = config.get("pruning")
+    if not section:
+        raise ConfigError("student.init='compact_random' takes its shape from the pruning section; set its widths "
+                          "or target_params")
+    if section.get("enabled", False):
+        raise ConfigError("student.init='compact_random' trains a compact random student without pruning; set "
+                          "pruning.enabled=False (the pruning section then only gives the student's shape)")
+    enabled = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+    return pruning.PruningConfig.from_config(dict(enabled, enabled=True), teacher_like, steps).compact_shape(
+        teacher_like)
 
 
 def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -> Experiment:
@@ -208,6 +225,8 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
         teacher = teacher.replace(dtype=dtype, remat=False, scan_layers=scan)
         (student, init, layers), student_path, labels = student_config_of(teacher, config.student), "", ()
     student_kind = "bilstm" if isinstance(student, bilstm.BiLSTMConfig) else "bert"
+    if init == "compact_random":
+        student = compact_random_student(config, student, optimizer.steps)
     student = student.replace(remat=remat, scan_layers=scan) if student_kind == "bert" else student
     recipe = objectives.build_recipe(config.recipe, teacher, task_distill.recipe_view(student, teacher, config.recipe))
     check_vocab_chunking(chunk_tokens, recipe)

@@ -9,12 +9,16 @@ per-parameter scores of everything it removes.
 Importance (PLATON): s = |theta * grad| per parameter each step, averaged over a window of `window` steps;
 at a window end `I <- b1 I + (1-b1) s_win`, then `U <- b2 U + (1-b2) |s_win - I|` (with the *updated* I, as
 in PLATON's code); score = I * U, or I alone when beta2 == 1. window=1, beta1=0, beta2=1 gives plain
-sensitivity |theta * grad| of the last step.
+sensitivity |theta * grad| of the last step. Alternatives for ablations (`importance`): "sensitivity" scores
+the last closed window's mean |theta * grad| alone (no EMA, no uncertainty), "magnitude" scores |theta| at the
+pruning step and accumulates nothing (no gradients needed).
 
 Schedule: a cubic factor c(t) = 1 for t <= t_i, (1 - (t - t_i)/(T - t_i - t_f))^3 between, 0 from T - t_f on;
 a group of full width W and target w keeps `w + round((W - w) * c(t))` units (keep ratio
 r(t) = r_T + (1 - r_T) c(t), r_T = w / W). Masks change only at steps t with t_i < t <= T - t_f and
-(t % every == 0 or t == T - t_f), so they reach the targets exactly at T - t_f.
+(t % every == 0 or t == T - t_f), so they reach the targets exactly at T - t_f. `schedule="oneshot"` replaces
+the cubic factor by c(t) = 1 for t <= t_i and 0 after: every group is cut to its target at the first pruning
+step after the same warm-up, and later updates change nothing.
 
 Budget (local, balanced): every layer keeps the same number of FFN neurons; in `attn_structure="head_dim"`
 every head of every layer keeps the same number of dimensions (top-k within each head), in `"heads"` every
@@ -46,6 +50,8 @@ Array = jax.Array
 PyTree = Any
 
 ATTN_STRUCTURES = ("head_dim", "heads")
+SCHEDULES = ("iterative", "oneshot")
+IMPORTANCES = ("platon", "sensitivity", "magnitude")
 PARAM_SCOPES = ("encoder", "backbone", "total")
 
 
@@ -61,7 +67,9 @@ def default_pruning_config() -> ml_collections.ConfigDict:
       target_params: solve the widths that are None from a parameter budget (see `PruningConfig`), counted
       over `params_scope` ("encoder", "backbone" = embeddings + encoder, "total" = + pooler/MLM heads).
     Schedule: warmup_steps t_i and final_steps t_f (None: 10 % and 20 % of the run, assumed), every dT = 10
-    (PLATON), window (None: = every), beta1 = 0.85 and beta2 = 0.95 (PLATON).
+    (PLATON), window (None: = every), beta1 = 0.85 and beta2 = 0.95 (PLATON). schedule: "iterative" (the
+    cubic schedule) or "oneshot" (cut to the targets at the first pruning step). importance: "platon",
+    "sensitivity" (last window's mean |theta * grad|) or "magnitude" (|theta|).
     Assumed (METHODS.md leaves them open): the t_i/t_f fractions, params_scope="backbone", attn_structure
     "head_dim", the shared-ratio width solver.
     """
@@ -74,6 +82,7 @@ def default_pruning_config() -> ml_collections.ConfigDict:
         warmup_steps=ph(int), final_steps=ph(int),
         warmup_fraction=0.1, final_fraction=0.2,
         every=10, window=ph(int), beta1=0.85, beta2=0.95,
+        schedule="iterative", importance="platon",
     ))
 
 
@@ -106,6 +115,8 @@ class PruningConfig:
     window: int
     beta1: float
     beta2: float
+    schedule: str = "iterative"
+    importance: str = "platon"
     target_params: Optional[int] = None
     params_scope: str = "backbone"
     solved_ratio: Optional[float] = None
@@ -124,6 +135,14 @@ class PruningConfig:
         heads = self.num_heads if self.attn_structure == "head_dim" else self.attn
         head_dim = self.attn if self.attn_structure == "head_dim" else self.full_head_dim
         return dict(hidden=self.hidden, ffn=self.ffn, heads=heads, head_dim=head_dim)
+
+    def compact_shape(self, bert_config: BertConfig) -> BertConfig:
+        """`bert_config` at the final widths, as a fresh model would have them (its own attention scale,
+        1/sqrt(kept head dim)): the shape of a randomly initialised student of the same budget."""
+        w = self.final_widths()
+        standard = w["hidden"] == w["heads"] * w["head_dim"]
+        return bert_config.replace(hidden_size=w["hidden"], intermediate_size=w["ffn"], num_attention_heads=w["heads"],
+                                   head_dim=None if standard else w["head_dim"], attention_scale_dim=None)
 
     def final_param_count(self, bert_config: BertConfig) -> Dict[str, int]:
         w = self.final_widths()
@@ -154,6 +173,10 @@ def _build(c: Dict[str, Any], bc: BertConfig, total: int) -> PruningConfig:
     mode = c["attn_structure"]
     if mode not in ATTN_STRUCTURES:
         _err(f"pruning.attn_structure={mode!r}; use one of {ATTN_STRUCTURES}")
+    if c["schedule"] not in SCHEDULES:
+        _err(f"pruning.schedule={c['schedule']!r}; use one of {SCHEDULES}")
+    if c["importance"] not in IMPORTANCES:
+        _err(f"pruning.importance={c['importance']!r}; use one of {IMPORTANCES}")
     if c["params_scope"] not in PARAM_SCOPES:
         _err(f"pruning.params_scope={c['params_scope']!r}; use one of {PARAM_SCOPES}")
     if total < 1:
@@ -219,6 +242,7 @@ def _build(c: Dict[str, Any], bc: BertConfig, total: int) -> PruningConfig:
     return PruningConfig(enabled=bool(c["enabled"]), attn_structure=mode, num_layers=N, full_hidden=d, full_ffn=F,
                          num_heads=H, full_head_dim=dh, hidden=hidden, ffn=ffn, attn=attn, total_steps=total,
                          warmup_steps=int(ti), final_steps=int(tf), every=every, window=window, beta1=b1, beta2=b2,
+                         schedule=c["schedule"], importance=c["importance"],
                          target_params=c["target_params"], params_scope=c["params_scope"], solved_ratio=solved_ratio)
 
 
@@ -299,13 +323,15 @@ def update_importance(importance: Dict[str, Any], params: PyTree, grads: PyTree,
     `params` are the student params the gradients `grads` were taken at. Adds s = |params * grads| to the
     window sum every step; when `(step + 1) % window == 0` it closes the window: s_win = window_sum / count,
     I <- b1 I + (1-b1) s_win, U <- b2 U + (1-b2) |s_win - I_new|, and resets the sum. Returns the new state.
+    With importance "sensitivity" a closing window sets I <- s_win (U unused); with "magnitude" nothing is
+    accumulated (the state is returned unchanged).
     """
-    if not config.enabled:
+    if not config.enabled or config.importance == "magnitude":
         return importance
     wsum = jax.tree.map(lambda a, p, g: a + jnp.abs(p.astype(jnp.float32) * g.astype(jnp.float32)),
                         importance["window_sum"], params, grads)
     count = importance["count"] + 1
-    b1, b2 = config.beta1, config.beta2
+    b1, b2 = (0.0, 1.0) if config.importance == "sensitivity" else (config.beta1, config.beta2)
 
     def close(_):
         n = count.astype(jnp.float32)
@@ -324,16 +350,25 @@ def update_importance(importance: Dict[str, Any], params: PyTree, grads: PyTree,
     return jax.lax.cond(end, close, accumulate, None)
 
 
-def importance_scores(importance: Dict[str, Any], config: PruningConfig) -> PyTree:
-    """Per-parameter scores: ema_I * ema_U, or ema_I when beta2 == 1 (plain EMA sensitivity)."""
-    if config.beta2 == 1.0:
+def importance_scores(importance: Dict[str, Any], config: PruningConfig, student_params: PyTree = None) -> PyTree:
+    """Per-parameter scores (float32 trees like the student's params): "platon": ema_I * ema_U, or ema_I when
+    beta2 == 1 (plain EMA sensitivity); "sensitivity": ema_I (the last window's mean |theta * grad|);
+    "magnitude": |student_params|."""
+    if config.importance == "magnitude":
+        if student_params is None:
+            raise ValueError("magnitude importance scores |theta|: pass student_params")
+        return jax.tree.map(lambda p: jnp.abs(p.astype(jnp.float32)), student_params)
+    if config.importance == "sensitivity" or config.beta2 == 1.0:
         return importance["ema_I"]
     return jax.tree.map(jnp.multiply, importance["ema_I"], importance["ema_U"])
 
 
 # -------------------------------------------------------------------------------------------- schedule
-def _cubic(step, config: PruningConfig) -> Array:
+def _schedule_factor(step, config: PruningConfig) -> Array:
+    """The schedule factor c(t): 1 until t_i, then down to 0 at T - t_f (cubic), or at once ("oneshot")."""
     t = jnp.asarray(step, jnp.float32)
+    if config.schedule == "oneshot":
+        return (t <= config.warmup_steps).astype(jnp.float32)
     span = float(config.total_steps - config.warmup_steps - config.final_steps)
     frac = jnp.clip((t - config.warmup_steps) / span, 0.0, 1.0)
     return (1.0 - frac) ** 3
@@ -342,7 +377,7 @@ def _cubic(step, config: PruningConfig) -> Array:
 def keep_ratio(step, config: PruningConfig) -> Dict[str, Array]:
     """Keep ratio per group at `step`: r(t) = r_T + (1 - r_T) (1 - (t - t_i)/(T - t_i - t_f))^3, clipped to
     1 before t_i and r_T from T - t_f on, with r_T = target / full. Keys "hidden", "ffn", "attn". float32."""
-    c = _cubic(step, config)
+    c = _schedule_factor(step, config)
     out = {}
     for name, (target, full) in _groups(config).items():
         r_t = target / full
@@ -358,7 +393,7 @@ def _groups(config: PruningConfig):
 def target_widths(step, config: PruningConfig) -> Dict[str, Array]:
     """Units each group keeps at `step` (int32): `target + round((full - target) * c(t))`. "attn" counts dims
     per head ("head_dim" mode) or heads per layer ("heads" mode). Non-increasing in step; jittable."""
-    c = _cubic(step, config)
+    c = _schedule_factor(step, config)
     return {name: (target + jnp.floor((full - target) * c + 0.5)).astype(jnp.int32)
             for name, (target, full) in _groups(config).items()}
 
@@ -429,7 +464,8 @@ def prune_update(masks: Dict[str, Array], importance: Dict[str, Any], params: Py
 
     def update(operands):
         masks, params, opt_state = operands
-        groups = group_scores(importance_scores(importance, config), config.num_layers)
+        groups = group_scores(importance_scores(importance, config, params["student"] if nested else params),
+                              config.num_layers)
         new_masks = select_masks(masks, groups, target_widths(step, config), config)
         mults = param_multipliers(new_masks, student)
         full_mults = {"student": mults} if nested else mults

@@ -45,6 +45,8 @@ def test_defaults_and_derived_fields():
     (dict(beta1=1.0), r"pruning.beta1=1.0 must be in \[0, 1\)"),
     (dict(attn_structure="rows"), r"attn_structure='rows'"),
     (dict(hiden=10), r"unknown pruning field\(s\) \['hiden'\]"),
+    (dict(schedule="cubic"), r"pruning.schedule='cubic'; use one of \('iterative', 'oneshot'\)"),
+    (dict(importance="fisher"), r"pruning.importance='fisher'; use one of \('platon', 'sensitivity', 'magnitude'\)"),
 ])
 def test_invalid_configs_fail_at_build_time(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -150,6 +152,81 @@ def test_plain_sensitivity_setting():
         state = pruning.update_importance(state, params, grads, step, pc)
     np.testing.assert_allclose(np.asarray(pruning.importance_scores(state, pc)["w"]), np.abs(params["w"] * grads["w"]),
                                rtol=1e-6)
+
+
+def test_sensitivity_importance_is_the_last_windows_mean():
+    """importance="sensitivity" ignores beta1/beta2: the score is the mean |theta * grad| of the last closed
+    window (steps 3..5 here), not an EMA over windows."""
+    pc = _pc(window=3, beta1=0.85, beta2=0.95, importance="sensitivity")
+    rng = np.random.default_rng(3)
+    params = {"w": rng.normal(size=(5,)).astype(np.float32)}
+    state = pruning.init_importance(params)
+    grads = [rng.normal(size=(5,)).astype(np.float32) for _ in range(7)]
+    for step, g in enumerate(grads):
+        state = pruning.update_importance(state, params, {"w": g}, step, pc)
+    want = np.mean([np.abs(params["w"] * g) for g in grads[3:6]], axis=0)
+    np.testing.assert_allclose(np.asarray(pruning.importance_scores(state, pc)["w"]), want, rtol=1e-5)
+
+
+def test_magnitude_importance_needs_no_gradients_and_scores_abs_params():
+    pc = _pc(importance="magnitude")
+    params = {"w": np.array([0.5, -2.0, 0.1], np.float32)}
+    state = pruning.init_importance(params)
+    after = pruning.update_importance(state, params, {"w": np.ones(3, np.float32)}, 0, pc)
+    assert after is state  # nothing accumulated
+    np.testing.assert_allclose(np.asarray(pruning.importance_scores(state, pc, params)["w"]), [0.5, 2.0, 0.1], rtol=1e-7)
+    with pytest.raises(ValueError, match="pass student_params"):
+        pruning.importance_scores(state, pc)
+
+
+def test_magnitude_pruning_keeps_the_largest_units():
+    """With magnitude importance prune_update keeps, per FFN layer, the neurons whose weights (in and out) have
+    the largest summed |theta| — checked against a NumPy sum over the FFN kernels and bias."""
+    config = tiny_config()
+    pc = _pc(importance="magnitude")
+    params, opt_state = _setup(config, optax.sgd(0.1))
+    masks, _, _ = jax.jit(pruning.prune_update, static_argnames="config")(
+        pruning.init_masks(config), pruning.init_importance(params["student"]), params, opt_state, jnp.int32(20),
+        config=pc)
+    k = int(pruning.target_widths(20, pc)["ffn"])
+    for layer in range(config.num_hidden_layers):
+        p = jax.tree.map(np.asarray, params["student"])[f"layer_{layer}"]
+        score = (np.abs(p["intermediate"]["kernel"]).sum(0) + np.abs(p["intermediate"]["bias"])
+                 + np.abs(p["output"]["kernel"]).sum(1))
+        keep = np.zeros_like(score)
+        keep[np.argsort(-score, kind="stable")[:k]] = 1
+        np.testing.assert_array_equal(np.asarray(masks["ffn"][layer]), keep, err_msg=f"layer {layer}")
+
+
+def test_oneshot_schedule_cuts_at_the_first_pruning_step_then_holds():
+    pc_iter, pc_one = _pc(), _pc(schedule="oneshot")
+    full = {"hidden": pc_one.full_hidden, "ffn": pc_one.full_ffn, "attn": pc_one.full_attn}
+    target = {"hidden": pc_one.hidden, "ffn": pc_one.ffn, "attn": pc_one.attn}
+    for t in range(0, pc_one.warmup_steps + 1):
+        assert {k: int(v) for k, v in pruning.target_widths(t, pc_one).items()} == full
+    for t in range(pc_one.warmup_steps + 1, pc_one.total_steps + 1):
+        assert {k: int(v) for k, v in pruning.target_widths(t, pc_one).items()} == target
+    # the same warm-up and cadence as the iterative schedule; the iterative one is still wider mid-way
+    assert [t for t in range(41) if pruning.on_cadence(t, pc_one)] == [t for t in range(41) if pruning.on_cadence(t, pc_iter)]
+    assert int(pruning.target_widths(15, pc_iter)["ffn"]) > pc_iter.ffn
+    config = tiny_config()
+    opt = optax.adamw(1e-3)
+    params, opt_state = _setup(config, opt)
+    imp = _fake_importance(params, np.random.default_rng(4))
+    update = jax.jit(pruning.prune_update, static_argnames="config")
+    masks = pruning.init_masks(config)
+    history = []
+    for t in range(1, pc_one.total_steps + 1):
+        masks, params, opt_state = update(masks, imp, params, opt_state, jnp.int32(t), config=pc_one)
+        history.append({k: np.asarray(v).copy() for k, v in masks.items()})
+    first = min(t for t in range(41) if pruning.on_cadence(t, pc_one))
+    assert all(np.all(h["ffn"] == 1) for h in history[:first - 1])
+    cut = history[first - 1]
+    assert cut["hidden"].sum() == pc_one.hidden and np.all(cut["ffn"].sum(-1) == pc_one.ffn)
+    assert np.all(cut["attn"].sum(-1) == pc_one.attn)
+    for h in history[first:]:  # later updates change nothing
+        for k in h:
+            np.testing.assert_array_equal(h[k], cut[k])
 
 
 def test_group_scores_sum_everything_a_unit_removes():
