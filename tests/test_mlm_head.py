@@ -135,3 +135,59 @@ def test_real_minilm_head_starts_learning(minilm_path, tmp_path):
     r = fit_mlm_head(minilm_path, cfg, str(tmp_path / "out"), steps=5, batch_size=4, lr=1e-3, warmup_steps=0,
                      eval_batches=1, progress=False)
     assert r["mlm_loss_after"] < r["mlm_loss_before"] - 0.05, r
+
+
+# ------------------------------------------------------------------------------ encoder mode (teacher adaptation)
+class _Stop(Exception):
+    pass
+
+
+def _adapt(d, cfg, out, workdir, **kw):
+    from jaxdistill.mlm_head import fit_mlm_head
+    args = dict(mode="encoder", steps=6, batch_size=8, lr=3e-3, warmup_steps=1, eval_batches=1, eval_every=2,
+                checkpoint_every=2, progress=False)
+    args.update(kw)
+    return fit_mlm_head(str(d / "teacher"), cfg, str(out), workdir=str(workdir), **args)
+
+
+def test_encoder_mode_trains_the_encoder_logs_a_curve_and_is_cached(fitted, tmp_path):
+    d, cfg, _ = fitted
+    r = _adapt(d, cfg, tmp_path / "out", tmp_path / "work")
+    assert [p["step"] for p in r["curve"]] == [0, 2, 4, 6] and r["mode"] == "encoder" and not r["cached"]
+    assert r["mlm_loss_after"] < r["mlm_loss_before"], r
+    src, out = _tensors(d / "teacher"), _tensors(r["out_dir"])
+    changed = [k for k in src if k in out and not k.startswith("pooler.") and not np.array_equal(src[k], out[k])]
+    assert any("encoder.layer.0.attention" in k for k in changed), changed  # the encoder itself moved
+    import json
+    lines = [json.loads(x) for x in open(tmp_path / "work" / "metrics.jsonl")]
+    assert [x["step"] for x in lines if "eval/mlm_accuracy" in x] == [2, 4]
+    t0 = time.perf_counter()
+    again = _adapt(d, cfg, tmp_path / "out", tmp_path / "work")
+    assert again["cached"] and again["curve"] == r["curve"] and time.perf_counter() - t0 < 5
+    from jaxdistill.errors import OutputExistsError
+    with pytest.raises(OutputExistsError, match="is not empty"):  # other settings never overwrite silently
+        _adapt(d, cfg, tmp_path / "out", tmp_path / "work2", lr=1e-3)
+
+
+def test_encoder_mode_resumes_bit_exactly(fitted, tmp_path, monkeypatch):
+    """Interrupted after its step-2 checkpoint, a rerun resumes there and ends where an uninterrupted run does."""
+    from jaxdistill import mlm_head
+    d, cfg, _ = fitted
+    whole = _adapt(d, cfg, tmp_path / "whole", tmp_path / "w1")
+    real_point = mlm_head._point
+
+    def stop_at_4(step, measured, seconds):
+        if step == 4:
+            raise _Stop()
+        return real_point(step, measured, seconds)
+
+    monkeypatch.setattr(mlm_head, "_point", stop_at_4)
+    with pytest.raises(_Stop):
+        _adapt(d, cfg, tmp_path / "resumed", tmp_path / "w2")
+    monkeypatch.setattr(mlm_head, "_point", real_point)
+    assert not os.path.exists(tmp_path / "resumed" / "model.safetensors")
+    resumed = _adapt(d, cfg, tmp_path / "resumed", tmp_path / "w2")
+    a, b = _tensors(whole["out_dir"]), _tensors(resumed["out_dir"])
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [p["step"] for p in resumed["curve"]] == [0, 2, 4, 6]
