@@ -45,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
         scan_layers=False,      # layers under a scan (same parameters): true, false, "auto" = teacher >= 12 layers
         vocab_chunk_tokens=0,   # > 0: MLM logits and their losses computed ~this many tokens at a time; 0 = whole
         log_every=50, eval_every=0, eval_batches=2,
+        eval_per_batch=False,   # also log each held-out batch's eval/kl and eval/mlm (lists), e.g. for bootstrap CIs
         checkpoint_every=500, keep_checkpoints=3, async_checkpoint=True,
     ))
     # Mesh axis sizes; -1 = the rest of the devices. Rules map logical axes to mesh axes (None = default table).

@@ -61,9 +61,12 @@ def test_refused_with_pruning_enabled(setup):
 
 
 def test_trains_with_homodistils_objective_through_projections(setup, tmp_path):
-    """Hidden MSE against the wider teacher goes through the per-layer projections [24 -> 32]."""
+    """Hidden MSE against the wider teacher goes through the per-layer projections [24 -> 32]; with
+    train.eval_per_batch the held-out metrics also come per batch (their mean is the logged value)."""
+    import json
     from jaxdistill import train
     c = _config(setup)
+    c.train.update(dict(eval_every=4, eval_batches=2, eval_per_batch=True))
     summary = train.train_and_evaluate(c, str(tmp_path / "run"))
     assert summary["status"] == "completed", summary
     assert np.isfinite(summary["metrics"]["loss"]) and summary["metrics"]["loss"] > 0
@@ -71,3 +74,10 @@ def test_trains_with_homodistils_objective_through_projections(setup, tmp_path):
     config, _ = hf.load(os.path.join(str(tmp_path / "run"), c.export.dir) if not os.path.isabs(c.export.dir)
                         else c.export.dir)
     assert config.hidden_size == 24 and config.intermediate_size == 32
+    evals = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl") if "eval/kl" in x]
+    assert [e["step"] for e in evals] == [0, 4, 8]
+    for e in evals:
+        for k in ("eval/kl", "eval/mlm"):
+            assert len(e[k + "/batches"]) == 2
+            np.testing.assert_allclose(np.mean(e[k + "/batches"]), e[k], rtol=1e-6)
+    assert evals[-1]["eval/mlm"] < evals[0]["eval/mlm"]  # a random student learns from the MLM term

@@ -93,13 +93,18 @@ class Run:
         return metrics
 
     def evaluate(self, num_batches: int, batch_size: int) -> dict:
-        """Held-out metrics (eval/kl: teacher-student KL on MLM predictions) averaged over batches."""
+        """Held-out metrics (eval/kl: teacher-student KL on MLM predictions) averaged over batches; with
+        `train.eval_per_batch` also "<name>/batches": the per-batch values of eval/kl and eval/mlm (lists,
+        batch i = held-out rows i*batch_size.., the same for every run on the same data)."""
         scores = []
         for i in range(num_batches):
             local = process_slice(self.data.eval_batch(i, batch_size))
             scores.append(jax.device_get(self.fns.eval_step(self.state, self.teacher_params,
                                                             self.global_batch(local))))
-        return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        if self.experiment.config.train.get("eval_per_batch", False):
+            out.update({f"{k}/batches": [float(s[k]) for s in scores] for k in ("eval/kl", "eval/mlm") if k in out})
+        return out
 
 
 def prepare_data(exp: Experiment):
