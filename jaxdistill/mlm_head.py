@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from jaxdistill import metrics as metrics_lib
+from jaxdistill import storage
 from jaxdistill import sharding as shard_lib
 from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.models import Bert, BertConfig, hf, logical_axes
@@ -140,11 +141,12 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
     """Fits an MLM head on the frozen teacher at `teacher_path` and exports it to `out_dir`.
 
     Args:
-      teacher_path: a BERT directory (Hugging Face or jaxdistill format), usually one without an MLM head;
-        if it has one, fitting continues from it.
+      teacher_path: a BERT directory (Hugging Face or jaxdistill format; local or gs://), usually one without
+        an MLM head; if it has one, fitting continues from it.
       data_cfg: the data section (`jaxdistill.data.default_data_config()`): corpus, seq_len, masking;
         `holdout_sequences` must be > 0 when `eval_batches` > 0.
-      out_dir: where the teacher with its fitted head is written (a BertForMaskedLM directory).
+      out_dir: where the teacher with its fitted head is written (a BertForMaskedLM directory; local or
+        gs://). It is probed for writing before the training (`storage.check_writable`).
       steps, batch_size (sequences per step), lr (peak, linear warm-up over `warmup_steps`, then linear decay
         to 0), weight_decay (AdamW; transform kernel only), seed (the fresh head's init).
       overwrite: allow writing into a non-empty `out_dir`.
@@ -165,6 +167,9 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, steps: int = 300,
     if problems:
         raise ConfigError("fit_mlm_head: " + "; ".join(problems))
     hf.check_out_dir(out_dir, overwrite)
+    storage.check_writable(out_dir, "the output directory")  # before the training, not after it
+    if storage.is_remote(teacher_path):  # a gs:// teacher: its local mirror (downloaded once)
+        teacher_path = hf.resolve_path(teacher_path)
     if not os.path.isdir(teacher_path):
         raise FileNotFoundError(f"teacher directory {teacher_path!r} does not exist; pass the directory that holds "
                                 "config.json and model.safetensors")

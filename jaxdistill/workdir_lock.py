@@ -109,7 +109,8 @@ class GcsLockStore:
     def create_if_absent(self, record: dict) -> bool:
         from google.api_core.exceptions import PreconditionFailed
         try:
-            self.bucket.blob(self.key).upload_from_string(json.dumps(record), if_generation_match=0)
+            self.bucket.blob(self.key).upload_from_string(json.dumps(record), if_generation_match=0,
+                                                          **storage.gcs_call_options())
         except PreconditionFailed:
             return False
         return True
@@ -118,11 +119,11 @@ class GcsLockStore:
         """(record, generation), or (None, None) when there is no lock object."""
         from google.api_core.exceptions import NotFound, PreconditionFailed
         for _ in range(5):  # the object may change between reading its generation and its content
-            blob = self.bucket.get_blob(self.key)
+            blob = self.bucket.get_blob(self.key, **storage.gcs_call_options())
             if blob is None:
                 return None, None
             try:
-                data = blob.download_as_bytes(if_generation_match=blob.generation)
+                data = blob.download_as_bytes(if_generation_match=blob.generation, **storage.gcs_call_options())
             except (NotFound, PreconditionFailed):
                 continue
             try:
@@ -144,9 +145,10 @@ class GcsLockStore:
         blob = self.bucket.blob(self.key)
         try:
             if record is None:
-                blob.delete(if_generation_match=generation)
+                blob.delete(if_generation_match=generation, **storage.gcs_call_options())
             else:
-                blob.upload_from_string(json.dumps(record), if_generation_match=generation)
+                blob.upload_from_string(json.dumps(record), if_generation_match=generation,
+                                        **storage.gcs_call_options())
         except (NotFound, PreconditionFailed):
             return False
         return True
