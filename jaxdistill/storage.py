@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from typing import Iterator, List, Optional, Tuple
 
@@ -96,9 +97,33 @@ def configure() -> None:
     register_bounded_gcsfs()
 
 
+_budget_override = threading.local()
+
+
+@contextlib.contextmanager
+def retry_budget(seconds: float) -> Iterator[None]:
+    """Lowers the retry budget to at most `seconds` for the calls this thread makes inside the block (the
+    google-cloud-storage client runs in the caller's thread; gcsfs's requests, in fsspec's own thread, keep
+    the global budget). For best-effort clean-ups that must not hold up an exit."""
+    previous = getattr(_budget_override, "seconds", None)
+    _budget_override.seconds = min(float(seconds), previous) if previous is not None else float(seconds)
+    try:
+        yield
+    finally:
+        _budget_override.seconds = previous
+
+
 def retry_budget_s() -> float:
     """How long a failing storage request is retried before the command gives up (JAXDISTILL_STORAGE_RETRY_S,
-    seconds; default 120). A value that is not a positive number is a ConfigError naming the variable."""
+    seconds; default 120; lower inside `retry_budget`). A value that is not a positive number is a
+    ConfigError naming the variable."""
+    override = getattr(_budget_override, "seconds", None)
+    if override is not None:
+        return min(override, _global_budget_s())
+    return _global_budget_s()
+
+
+def _global_budget_s() -> float:
     raw = os.environ.get(RETRY_VARIABLE, "").strip()
     if not raw:
         return DEFAULT_RETRY_S

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".jaxdistill.lock"
 DEFAULT_LEASE_S = 60.0
+RELEASE_RETRY_S = 10.0  # retry budget of the release, at most (a storage outage must not hold up the exit)
 
 
 class LocalLockStore:
@@ -284,7 +285,8 @@ class WorkdirLock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         try:
-            self.store.swap_if_held_by(self.token, None)
+            with storage.retry_budget(RELEASE_RETRY_S):  # a lock left behind is taken over: do not hold the exit
+                self.store.swap_if_held_by(self.token, None)
         except Exception as e:  # noqa: BLE001  (storage errors of either store)
             if storage.storage_failure_reason(e) is None:
                 raise

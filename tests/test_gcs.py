@@ -389,6 +389,9 @@ def test_storage_failure_kinds_and_retry_budget(monkeypatch):
     checkpoint.configure_tensorstore_retries()
     from orbax.checkpoint._src.serialization import tensorstore_utils
     assert tensorstore_utils._BASE_TS_CONTEXT["gcs_request_retries"] == storage.tensorstore_retries()
+    with storage.retry_budget(1):  # a clean-up's shorter budget (the lock's release), in this thread only
+        assert storage.retry_budget_s() == 1 and storage.gcs_call_options()["timeout"][0] == 1
+    assert storage.retry_budget_s() == 5
     monkeypatch.setenv("JAXDISTILL_STORAGE_RETRY_S", "soon")
     with pytest.raises(ConfigError, match="JAXDISTILL_STORAGE_RETRY_S"):
         storage.retry_budget_s()
