@@ -12,8 +12,9 @@ through orbax/tensorstore, which speak gs:// natively. Object stores have no dir
   downloaded once into a local mirror (`local_copy`), re-fetched when the remote listing changes.
 
 The only setting a user gives for an emulator is the standard `STORAGE_EMULATOR_HOST=http://HOST:PORT`;
-`configure` (run on import of jaxdistill) translates it for tensorstore (`TENSORSTORE_GCS_HTTP_URL`)
-and makes every client anonymous, so no Google credentials (and no metadata server) are looked up.
+`configure_emulator` (run on import of jaxdistill) translates it for tensorstore (`TENSORSTORE_GCS_HTTP_URL`)
+and makes every client anonymous, so no Google credentials (and no metadata server) are looked up;
+`configure` (run before every gs:// operation) adds the bounded gcsfs below.
 
 Failures. A request that fails for a reason that may pass (the storage unreachable, HTTP 5xx or 429) is
 retried with exponential backoff for at most `JAXDISTILL_STORAGE_RETRY_S` seconds (default 120) by all three
@@ -91,8 +92,8 @@ def configure_emulator() -> None:
 
 
 def configure() -> None:
-    """`configure_emulator` and the bounded retries of gcsfs (`register_bounded_gcsfs`); run on import of
-    jaxdistill and before every gs:// operation (cheap); safe to call more than once."""
+    """`configure_emulator` and the bounded retries of gcsfs (`register_bounded_gcsfs`); run before every
+    gs:// operation (cheap; it imports gcsfs, so `import jaxdistill` runs only `configure_emulator`)."""
     configure_emulator()
     register_bounded_gcsfs()
 
