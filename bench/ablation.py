@@ -33,36 +33,71 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# Fixed before any result was seen.
-FULL = dict(seq_len=128, holdout=256,
+# Fixed before any result was seen, the same for every arm.
+FULL = dict(seq_len=128, holdout=256,                                       # the teacher stages' data
             head_steps=150, head_batch=32, head_lr=1e-3, feature_batches=50,
             adapt_steps=800, adapt_batch=16, adapt_lr=1e-4, adapt_warmup=50, adapt_eval_every=50,
-            teacher_eval_batches=8)
-QUICK = dict(seq_len=32, holdout=8,
-             head_steps=4, head_batch=4, head_lr=1e-3, feature_batches=2,
-             adapt_steps=4, adapt_batch=4, adapt_lr=1e-4, adapt_warmup=1, adapt_eval_every=2,
-             teacher_eval_batches=1)
+            teacher_eval_batches=8,
+            distill_seq_len=64, distill_holdout=256, distill_batch=8, distill_steps=200, distill_lr=2e-4,
+            eval_every=20, eval_batches=8, prune_every=10, budgets=(0.38, 0.15),
+            ft_seeds=(0, 1, 2), ft_lrs=(1e-4, 3e-4), ft_epochs=2.0, ft_max_length=48, ft_batch=32,
+            split_seed=1234, split=(0.7, 0.1, 0.2), bootstrap=10000)
+QUICK = dict(FULL, seq_len=32, holdout=8,
+             head_steps=4, head_batch=4, feature_batches=2, adapt_steps=4, adapt_batch=4, adapt_warmup=1,
+             adapt_eval_every=2, teacher_eval_batches=1,
+             distill_seq_len=32, distill_holdout=8, distill_batch=4, distill_steps=12, eval_every=4, eval_batches=2,
+             prune_every=2, budgets=(0.5,), ft_seeds=(0,), ft_lrs=(3e-4,), ft_epochs=1.0,
+             ft_max_length=16, ft_batch=8, bootstrap=200)
+
+ARMS = {
+    "A": dict(label="iterative + PLATON (HomoDistil)", init="copy", schedule="iterative", importance="platon"),
+    "B": dict(label="one-shot + PLATON", init="copy", schedule="oneshot", importance="platon"),
+    "C": dict(label="random init, compact shape", init="compact_random"),
+    "D": dict(label="iterative + magnitude", init="copy", schedule="iterative", importance="magnitude"),
+    "E": dict(label="iterative + PLATON, MLM loss only", init="copy", schedule="iterative", importance="platon",
+              mlm_only=True),
+}
+COMPARISONS = ("B", "C", "D", "E")  # each against A
+START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 
 
-def data_config(s, corpus, cache):
+def data_config(s, corpus, cache, seq_len=None, holdout=None):
     from jaxdistill.data import default_data_config
     c = default_data_config()
     c.corpus.source = "text"
     c.corpus.path = corpus
-    c.seq_len = s["seq_len"]
-    c.holdout_sequences = s["holdout"]
+    c.seq_len = seq_len or s["seq_len"]
+    c.holdout_sequences = holdout or s["holdout"]
     c.cache_dir = os.path.join(cache, "data-cache")
     c.num_proc = 0
     c.progress = False
     return c
 
 
+def read_marker(path, want):
+    if not os.path.exists(path):
+        return None
+    info = json.load(open(path))
+    return info if json.loads(json.dumps(info.get("settings"))) == json.loads(json.dumps(want)) else None
+
+
+def write_marker(path, info):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(info, f, indent=1, default=float)
+    os.replace(path + ".tmp", path)
+    return info
+
+
+# ------------------------------------------------------------------------------------------------ teacher
 def stage_teacher(s, base_teacher, corpus, cache):
     """The adapted teacher's directory, and both stages' results (cached by fit_mlm_head itself)."""
     from jaxdistill import mlm_head
@@ -86,28 +121,441 @@ def stage_teacher(s, base_teacher, corpus, cache):
     return adapted_dir, head, adapted
 
 
+# ------------------------------------------------------------------------------------------------ distill
+def backbone_params(model_dir: str) -> int:
+    """Embeddings + encoder parameters of an exported model (no pooler, MLM or task head)."""
+    from jaxdistill.compaction import full_param_count
+    from jaxdistill.models import hf
+    return int(full_param_count(hf.load_config(model_dir))["backbone"])
+
+
+def distill_settings(s):
+    keys = ("distill_seq_len", "distill_holdout", "distill_batch", "distill_steps", "distill_lr", "eval_every",
+            "eval_batches", "prune_every")
+    return {k: s[k] for k in keys}
+
+
+def distill_config(s, arm: str, budget: float, teacher: str, corpus: str, cache: str, workdir: str):
+    """HomoDistil's experiment (objective, copy init, pruning) with this arm's one change."""
+    from jaxdistill.compaction import full_param_count
+    from jaxdistill.configs import homodistil
+    from jaxdistill.models import hf
+    spec = ARMS[arm]
+    c = homodistil.base_experiment()
+    c.teacher.path = teacher
+    c.data = data_config(s, corpus, cache, s["distill_seq_len"], s["distill_holdout"])
+    steps = s["distill_steps"]
+    c.train.update(dict(steps=steps, batch_size=s["distill_batch"], lr=s["distill_lr"],
+                        warmup_steps=max(steps // 10, 1), decay="linear", dropout=False, seed=0,
+                        log_every=s["eval_every"], eval_every=s["eval_every"], eval_batches=s["eval_batches"],
+                        eval_per_batch=True, checkpoint_every=max(steps // 4, 1)))
+    total = full_param_count(hf.load_config(teacher))["backbone"]
+    c.pruning.update(dict(target_params=int(round(budget * total)), params_scope="backbone",
+                          attn_structure="head_dim", every=s["prune_every"], window=s["prune_every"],
+                          schedule=spec.get("schedule", "iterative"), importance=spec.get("importance", "platon")))
+    if spec["init"] == "compact_random":
+        c.student.init = "compact_random"
+        c.pruning.enabled = False
+    if spec.get("mlm_only"):
+        c.recipe.weights.soft = 0.0
+        for m in c.recipe.matches:
+            m["weight"] = 0.0
+    c.export.dir = os.path.join(workdir, "student")
+    c.export.overwrite = True
+    c.metrics.progress = False
+    c.metrics.tensorboard = False
+    return c
+
+
+def read_evals(workdir: str):
+    """[(step, {"kl", "mlm", "kl_batches", "mlm_batches"})] from a run's metrics.jsonl (last write per step)."""
+    points = {}
+    for line in open(os.path.join(workdir, "metrics.jsonl")):
+        r = json.loads(line)
+        if "eval/kl/batches" in r:
+            points[int(r["step"])] = dict(kl=r["eval/kl"], mlm=r["eval/mlm"], kl_batches=r["eval/kl/batches"],
+                                          mlm_batches=r["eval/mlm/batches"])
+    return sorted(points.items())
+
+
+def stage_distill(s, teacher, corpus, cache):
+    from jaxdistill import train
+    want = dict(distill_settings(s), teacher=teacher)
+    out = {}
+    for budget in s["budgets"]:
+        for arm in ARMS:
+            key = f"{arm}-{round(budget * 100)}"
+            workdir = os.path.join(cache, "runs", key)
+            marker = os.path.join(cache, "runs", key + ".json")
+            info = read_marker(marker, dict(want, arm=ARMS[arm], budget=budget))
+            if info is None:
+                if os.path.isdir(workdir) and not read_marker_compatible(workdir, s, arm, budget, teacher, corpus, cache):
+                    shutil.rmtree(workdir)
+                print(f"[distill] {key}: {ARMS[arm]['label']}, budget {budget:.0%}", flush=True)
+                t1 = time.time()
+                summary = train.train_and_evaluate(distill_config(s, arm, budget, teacher, corpus, cache, workdir),
+                                                   workdir)
+                if summary.get("status") not in ("completed", "already_complete"):
+                    raise RuntimeError(f"{key}: distillation ended with status {summary.get('status')}")
+                student = os.path.join(workdir, "student")
+                info = write_marker(marker, dict(settings=dict(want, arm=ARMS[arm], budget=budget),
+                                                 time_s=time.time() - t1, student=student,
+                                                 params=backbone_params(student), evals=read_evals(workdir)))
+            ev = info["evals"]
+            print(f"[distill] {key}: {info['params'] / 1e6:.2f}M, KL {ev[0][1]['kl']:.4f} -> {ev[-1][1]['kl']:.4f}, "
+                  f"MLM {ev[0][1]['mlm']:.3f} -> {ev[-1][1]['mlm']:.3f} ({info['time_s']:.0f} s)", flush=True)
+            out[key] = info
+    return out
+
+
+def read_marker_compatible(workdir, s, arm, budget, teacher, corpus, cache) -> bool:
+    """Whether an unfinished run in `workdir` was started with this config (then it resumes)."""
+    from jaxdistill import checkpoint as ckpt_lib
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return False
+    try:
+        ckpt_lib.check_compatible(workdir, distill_config(s, arm, budget, teacher, corpus, cache, workdir).to_dict())
+        return True
+    except Exception:  # noqa: BLE001 - other settings: start over
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ finetune
+def split_task(s, task_csv: str, folder: str):
+    """train / validation / test CSVs (sentence,label), split once with `split_seed`; the test split is read
+    only to report, never to choose."""
+    import csv
+    import numpy as np
+    paths = {k: os.path.join(folder, f"{k}.csv") for k in ("train", "validation", "test")}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    with open(task_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    order = np.random.default_rng(s["split_seed"]).permutation(len(rows))
+    n_train, n_val = int(s["split"][0] * len(rows)), int(s["split"][1] * len(rows))
+    parts = {"train": order[:n_train], "validation": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    os.makedirs(folder, exist_ok=True)
+    for k, idx in parts.items():
+        with open(paths[k] + ".tmp", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["sentence", "label"])
+            w.writeheader()
+            for i in idx:
+                w.writerow({"sentence": rows[i]["sentence"], "label": rows[i]["label"]})
+        os.replace(paths[k] + ".tmp", paths[k])
+    return paths
+
+
+def finetune_config(s, model: str, splits, seed: int, lr: float):
+    from jaxdistill.finetune import default_finetune_config
+    c = default_finetune_config()
+    c.model = model
+    c.task.name = "csv"
+    c.task.train_file = splits["train"]
+    c.task.validation_file = splits["validation"]
+    c.task.text_fields = ("sentence",)
+    c.task.label_field = "label"
+    c.max_length = s["ft_max_length"]
+    c.batch_size = s["ft_batch"]
+    c.epochs = s["ft_epochs"]
+    c.lr = lr
+    c.seed = seed
+    c.save_model = True
+    c.overwrite = True
+    c.progress = False
+    c.tensorboard = False
+    return c
+
+
+def test_correct(s, model_dir: str, splits) -> list:
+    """Per-example 0/1 correctness on the test split (in file order)."""
+    import numpy as np
+    from jaxdistill.data import load_task
+    from jaxdistill.finetune import default_finetune_config, predict_logits
+    from jaxdistill.models import hf
+    task_cfg = default_finetune_config().task
+    task_cfg.name = "csv"
+    task_cfg.train_file = splits["train"]
+    task_cfg.validation_file = splits["test"]
+    task_cfg.text_fields = ("sentence",)
+    task_cfg.label_field = "label"
+    config, params = hf.load(model_dir, with_mlm_head=False, with_pooler=True)
+    task = load_task(task_cfg, model_dir, s["ft_max_length"], max_positions=config.max_position_embeddings)
+    logits = predict_logits(config, params, task.validation, 128)
+    return (np.argmax(logits, -1) == task.validation["labels"]).astype(int).tolist()
+
+
+def stage_finetune(s, students, splits, cache):
+    from jaxdistill import finetune
+    want = {k: s[k] for k in ("ft_epochs", "ft_max_length", "ft_batch", "split_seed", "split")}
+    out = {}
+    for key, info in students.items():
+        for seed in s["ft_seeds"]:
+            for lr in s["ft_lrs"]:
+                name = f"{key}-seed{seed}-lr{lr:g}"
+                marker = os.path.join(cache, "finetune", name + ".json")
+                res = read_marker(marker, dict(want, seed=seed, lr=lr, student=info["settings"]))
+                if res is None:
+                    print(f"[finetune] {name}", flush=True)
+                    wd = os.path.join(cache, "finetune", name)
+                    shutil.rmtree(wd, ignore_errors=True)
+                    t1 = time.time()
+                    r = finetune.finetune_and_evaluate(finetune_config(s, info["student"], splits, seed, lr), wd)
+                    correct = test_correct(s, r["model_dir"], splits)
+                    res = write_marker(marker, dict(settings=dict(want, seed=seed, lr=lr, student=info["settings"]),
+                                                    validation=r["metrics"]["accuracy"],
+                                                    test=sum(correct) / len(correct), test_correct=correct,
+                                                    time_s=time.time() - t1))
+                    shutil.rmtree(wd, ignore_errors=True)  # the markers keep what the report needs
+                print(f"[finetune] {name}: validation {res['validation']:.4f}", flush=True)
+                out.setdefault(key, {}).setdefault(seed, {})[lr] = res
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def kl_area(evals, per_batch: bool = False):
+    """Trapezoid area under the held-out KL curve over the distillation steps (per held-out batch, or of the
+    mean), divided by the number of steps: the run's average KL."""
+    import numpy as np
+    steps = np.array([st for st, _ in evals], float)
+    span = steps[-1] - steps[0]
+    if per_batch:
+        kl = np.array([e["kl_batches"] for _, e in evals], float)  # [points, batches]
+        return np.trapezoid(kl, steps, axis=0) / span
+    return float(np.trapezoid([e["kl"] for _, e in evals], steps) / span)
+
+
+def chosen(ft_key):
+    """Per seed, the learning rate with the best validation accuracy (ties: the smaller lr)."""
+    return {seed: min(runs.items(), key=lambda kv: (-kv[1]["validation"], kv[0])) for seed, runs in ft_key.items()}
+
+
+def paired_bootstrap(a, b, n: int, seed: int = 0):
+    """Mean of a - b and its 95 % percentile interval over `n` paired resamples of the units (rows)."""
+    import numpy as np
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n, len(d)))
+    means = d[idx].mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def analyse(s, distilled, ft):
+    import numpy as np
+    rows, cis = {}, {}
+    for key, info in distilled.items():
+        ev = info["evals"]
+        row = dict(params=info["params"], kl_area=kl_area(ev), kl_max=max(e["kl"] for _, e in ev),
+                   kl_final=ev[-1][1]["kl"], mlm_start=ev[0][1]["mlm"], mlm_final=ev[-1][1]["mlm"],
+                   time_s=info["time_s"])
+        if key in ft:
+            pick = chosen(ft[key])
+            accs = [r["test"] for _, r in pick.values()]
+            row.update(test_mean=float(np.mean(accs)), test_std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                       lrs=[lr for lr, _ in pick.values()], val=[r["validation"] for _, r in pick.values()],
+                       correct=np.mean([r["test_correct"] for _, r in pick.values()], axis=0).tolist())
+        rows[key] = row
+    for budget in s["budgets"]:
+        b = round(budget * 100)
+        a_key = f"A-{b}"
+        if a_key not in rows:
+            continue
+        for arm in COMPARISONS:
+            x_key = f"{arm}-{b}"
+            if x_key not in rows:
+                continue
+            ci = dict(kl=paired_bootstrap(kl_area(distilled[a_key]["evals"], True),
+                                          kl_area(distilled[x_key]["evals"], True), s["bootstrap"]))
+            if "correct" in rows[a_key] and "correct" in rows[x_key]:
+                ci["acc"] = paired_bootstrap(rows[a_key]["correct"], rows[x_key]["correct"], s["bootstrap"])
+            cis[f"A-{arm} @{b}%"] = ci
+    return rows, cis
+
+
+# ------------------------------------------------------------------------------------------------ report
+def plot(s, distilled, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    budgets = s["budgets"]
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.2), squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        b = round(budget * 100)
+        for arm, spec in ARMS.items():
+            info = distilled.get(f"{arm}-{b}")
+            if info is None:
+                continue
+            steps = [st for st, _ in info["evals"]]
+            ax.plot(steps, [max(e["kl"], 1e-4) for _, e in info["evals"]], marker="o", ms=3,
+                    label=f"{arm}: {spec['label']} ({info['params'] / 1e6:.1f}M)")
+        ax.set_yscale("log")
+        ax.set_xlabel("distillation step")
+        ax.set_ylabel("held-out KL(teacher || student)")
+        ax.set_title(f"budget {budget:.0%} of the teacher's backbone", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _ci(t, nd=4, pct=False):
+    mean, lo, hi = t
+    f = (lambda v: f"{100 * v:+.1f}") if pct else (lambda v: f"{v:+.{nd}f}")
+    return f"{f(mean)} [{f(lo)}, {f(hi)}]"
+
+
+def conclusions(cis):
+    """Plain statements generated from the intervals (nothing about who wins is written by hand)."""
+    out = []
+    for name, ci in cis.items():
+        arm = name.split()[0].split("-")[1]
+        what = ARMS[arm]["label"]
+        kl = ci["kl"]
+        if kl[2] < 0:
+            s = f"{name}: HomoDistil (A) keeps a lower average held-out KL than {what} ({arm})"
+        elif kl[1] > 0:
+            s = f"{name}: {what} ({arm}) keeps a lower average held-out KL than HomoDistil (A)"
+        else:
+            s = f"{name}: no clear difference in average held-out KL between A and {what} ({arm})"
+        if "acc" in ci:
+            acc = ci["acc"]
+            if acc[1] > 0:
+                s += "; A's fine-tuned test accuracy is higher"
+            elif acc[2] < 0:
+                s += f"; {arm}'s fine-tuned test accuracy is higher"
+            else:
+                s += "; test accuracy ties (the interval includes 0)"
+        out.append(s + ".")
+    return out
+
+
+def report(s, args, teacher_info, distilled, ft, path):
+    from report import git_rev, machine_info, write_section
+    rows, cis = analyse(s, distilled, ft)
+    head, adapted = teacher_info
+    m = machine_info()
+    expected = len(s["budgets"]) * len(ARMS)
+    done_ft = sum(len(runs) for per in ft.values() for runs in per.values())
+    partial = len(distilled) < expected or done_ft < expected * len(s["ft_seeds"]) * len(s["ft_lrs"])
+    cmd = "python bench/ablation.py" + (" " + " ".join(args) if args else "")
+    L = [START, "## What HomoDistil adds: an ablation at equal budgets", "",
+         "Generated by `bench/ablation.py`; do not edit by hand (rerun the script).", ""]
+    if s is QUICK:
+        L += ["**Quick pipeline check (`--quick`): toy sizes, the numbers mean nothing.**", ""]
+    if partial:
+        L += [f"**Partial: {len(distilled)} of {expected} distillations and {done_ft} of "
+              f"{expected * len(s['ft_seeds']) * len(s['ft_lrs'])} fine-tunings are finished; rerun the command to "
+              "continue (finished stages are kept).**", ""]
+    L += [f"**Command:** `{cmd}`  ", f"**Commit:** {git_rev()}; report written {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
+          f"**Machine:** `{m['uname']}`; CPU {m['cpu']}, {m['cores']} cores; jax {m['jax']} ({m['backend']}); "
+          f"load average when the report was written {m['load']} (the cores were shared with other jobs while "
+          "the stages ran, so times are indicative only).", ""]
+    curve = adapted["curve"]
+    reach = next((p for p in curve if p["mlm_accuracy"] is not None and p["mlm_accuracy"] >= 0.25), None)
+    L += ["### Teacher", "",
+          "all-MiniLM-L6-v2 has no MLM head and its last layer was trained for sentence embeddings. Two cached "
+          "stages of `jaxdistill fit-mlm-head` make it an MLM teacher on the 1,500 Pang & Lee reviews "
+          f"({s['seq_len']}-token sequences, {s['holdout']} held out):", "",
+          f"1. `--mode head` (encoder frozen, features of {s['feature_batches']} batches cached): {s['head_steps']} "
+          f"steps of {s['head_batch']} sequences, lr {s['head_lr']:g}: held-out masked-token accuracy "
+          f"{head['mlm_accuracy_before']:.1%} -> {head['mlm_accuracy_after']:.1%}, loss {head['mlm_loss_after']:.3f}.",
+          f"2. `--mode encoder` (teacher adaptation: encoder and head trained by MLM): {s['adapt_steps']} steps of "
+          f"{s['adapt_batch']} sequences, lr {s['adapt_lr']:g} (warm-up {s['adapt_warmup']}, linear decay): "
+          f"{adapted['mlm_accuracy_before']:.1%} -> {adapted['mlm_accuracy_after']:.1%} held-out accuracy, loss "
+          f"{adapted['mlm_loss_before']:.3f} -> {adapted['mlm_loss_after']:.3f}, in {adapted['train_seconds'] / 60:.0f} "
+          "min of training on the shared machine. " + (
+              f"The 25 % target was first reached at step {reach['step']} ({reach['seconds'] / 60:.0f} min)."
+              if reach else "The 25 % target was not reached in these steps."), "",
+          "| step | " + " | ".join(str(p["step"]) for p in curve) + " |",
+          "|---|" + "---|" * len(curve),
+          "| held-out accuracy | " + " | ".join(f"{p['mlm_accuracy']:.1%}" for p in curve) + " |",
+          "| held-out loss | " + " | ".join(f"{p['mlm_loss']:.2f}" for p in curve) + " |",
+          "| minutes | " + " | ".join(f"{p['seconds'] / 60:.0f}" for p in curve) + " |", ""]
+    L += ["### Setup (fixed before any result; the same for every arm)", "",
+          "- Objective for every arm: HomoDistil's (`configs/homodistil.py:recipe`: MLM + 1 x prediction KL (T = 1, "
+          "every real token) + 1 x hidden MSE over embeddings and every layer through identity-initialised "
+          "projections); arm E sets the KL and MSE weights to 0.",
+          f"- Distillation: {s['distill_steps']} steps of {s['distill_batch']} x {s['distill_seq_len']} tokens from "
+          f"the reviews, the same batches for every arm; AdamW lr {s['distill_lr']:g}, 10 % warm-up, linear decay; no "
+          f"dropout; pruning warm-up t_i = 10 %, final t_f = 20 % of the steps, masks updated every "
+          f"{s['prune_every']} steps (window {s['prune_every']}); budgets by `pruning.target_params` over the "
+          "backbone (embeddings + encoder), widths solved with one shared ratio, head dimensions pruned.",
+          f"- Held-out: {s['eval_batches']} batches of {s['distill_batch']} sequences ({s['distill_holdout']} held "
+          f"out), every {s['eval_every']} steps: teacher-student KL on MLM predictions (every token) and the MLM "
+          "loss on the true tokens (15 % masked). KL area = the trapezoid area under the KL curve / steps (the run's "
+          "average KL).",
+          f"- Fine-tuning on the 4,000 Pang & Lee sentences, split once (seed {s['split_seed']}) into "
+          f"{s['split'][0]:.0%} train / {s['split'][1]:.0%} validation / {s['split'][2]:.0%} test: {s['ft_epochs']:g} "
+          f"epochs, batch {s['ft_batch']}, max length {s['ft_max_length']}, seeds {list(s['ft_seeds'])} x lr "
+          f"{list(s['ft_lrs'])}; per seed the lr with the best validation accuracy is kept and its test "
+          "accuracy reported; the test split is used for nothing else.",
+          f"- CIs: paired bootstrap ({s['bootstrap']} resamples, 95 % percentile intervals) of A minus the arm: "
+          "KL area over the held-out batches (the same batches for both), test accuracy over the test sentences "
+          "(each sentence's correctness averaged over the seeds). One distillation seed per arm: the KL intervals "
+          "cover held-out sampling, not distillation-seed variance.", ""]
+    for budget in s["budgets"]:
+        b = round(budget * 100)
+        L += [f"### Budget {budget:.0%} of the teacher's backbone parameters", "",
+              "| arm | backbone params | KL area | max KL | final KL | held-out MLM loss (start -> end) | "
+              "test accuracy (mean +- sd over seeds) | lr chosen per seed | distill time |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for arm, spec in ARMS.items():
+            r = rows.get(f"{arm}-{b}")
+            if r is None:
+                L.append(f"| {arm}: {spec['label']} | not run yet | | | | | | | |")
+                continue
+            acc = (f"{r['test_mean']:.1%} +- {100 * r['test_std']:.1f}" if "test_mean" in r else "not run yet")
+            lrs = ", ".join(f"{x:g}" for x in r.get("lrs", [])) or "-"
+            L.append(f"| {arm}: {spec['label']} | {r['params'] / 1e6:.2f}M | {r['kl_area']:.4f} | {r['kl_max']:.4f} | "
+                     f"{r['kl_final']:.4f} | {r['mlm_start']:.3f} -> {r['mlm_final']:.3f} | {acc} | {lrs} | "
+                     f"{r['time_s'] / 60:.0f} min |")
+        L.append("")
+    if cis:
+        L += ["### Differences (A minus arm) with paired bootstrap 95 % CIs", "",
+              "| comparison | KL area | test accuracy (points) |", "|---|---|---|"]
+        for name, ci in cis.items():
+            L.append(f"| {name} | {_ci(ci['kl'])} | {_ci(ci['acc'], pct=True) if 'acc' in ci else 'not run yet'} |")
+        L += ["", "### What the numbers say", ""] + [f"- {c}" for c in conclusions(cis)] + [""]
+    L += ["![held-out KL curves](ablation_kl.png)", "", END]
+    plot(s, distilled, os.path.join(os.path.dirname(path), "ablation_kl.png"))
+    write_section(path, START, END, "\n".join(L))
+    print("\n".join(L), flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", default="jaxdistill-ablation")
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="every stage at toy size (a pipeline check for tests)")
     p.add_argument("--teacher", default=None, help="base teacher (default: the offline all-MiniLM-L6-v2)")
-    p.add_argument("--corpus", default=None)
-    p.add_argument("--task-file", default=None)
-    p.add_argument("--stages", nargs="+", default=["teacher", "distill", "finetune", "report"])
-    args = p.parse_args(argv)
+    p.add_argument("--corpus", default=None, help="distillation corpus .txt (default: the Pang & Lee reviews)")
+    p.add_argument("--task-file", default=None, help="sentence,label CSV (default: the Pang & Lee sentences)")
+    p.add_argument("--results", default=os.path.join(ROOT, "docs", "results.md"))
+    p.add_argument("--stages", nargs="+", default=["teacher", "distill", "finetune", "report"],
+                   choices=["teacher", "distill", "finetune", "report"],
+                   help="stop after the last stage named (earlier stages run or are read from the cache)")
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(raw)
     import logging
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = QUICK if args.quick else FULL
     cache = os.path.abspath(args.cache)
     os.makedirs(cache, exist_ok=True)
-    if args.corpus is None or args.task_file is None:
+    corpus, task_csv = args.corpus, args.task_file
+    if corpus is None or task_csv is None:
         from jaxdistill.demo import prepare_data
-        corpus, task_csv = prepare_data(os.path.join(cache, "data"))
-    corpus, task_csv = args.corpus or corpus, args.task_file or task_csv
+        c, t = prepare_data(os.path.join(cache, "data"))
+        corpus, task_csv = corpus or c, task_csv or t
     from jaxdistill.configs.common import offline_teacher_path
     base_teacher = args.teacher or offline_teacher_path()
     t0 = time.time()
     teacher, head, adapted = stage_teacher(s, base_teacher, corpus, cache)
+    distilled, ft = {}, {}
+    if {"distill", "finetune", "report"} & set(args.stages):
+        distilled = stage_distill(s, teacher, corpus, cache)
+    if {"finetune", "report"} & set(args.stages):
+        ft = stage_finetune(s, distilled, split_task(s, task_csv, os.path.join(cache, "splits")), cache)
+    if "report" in args.stages:
+        report(s, [a for a in raw if not a.startswith("--stages")], (head, adapted), distilled, ft, args.results)
     print(f"[done] {time.time() - t0:.0f} s", flush=True)
 
 

@@ -9,7 +9,6 @@ changes what the checkpoint means (model shapes, recipe, pruning targets) is ref
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import signal
@@ -68,12 +67,17 @@ class Checkpointer:
 
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
         self.directory = storage.absolute(directory)
+        if storage.is_remote(self.directory):
+            storage.configure()
+            configure_tensorstore_retries()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        with self.storage_errors("opening the checkpoints"):
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def steps(self) -> Tuple[int, ...]:
-        return tuple(sorted(self.manager.all_steps()))
+        with self.storage_errors("listing the checkpoints"):
+            return tuple(sorted(self.manager.all_steps()))
 
     def save(self, step: int, state: Any, meta: Mapping[str, Any], force: bool = False) -> bool:
         """Starts saving `state` and `meta` as step `step` (asynchronously unless async_save=False).
@@ -92,8 +96,10 @@ class Checkpointer:
             cause = storage_failure(e)
             if cause is None:
                 raise
+            advice = storage.failure_advice(storage.failure_kind(e), resume=True,
+                                            remote=storage.is_remote(self.directory))
             raise StorageError(f"{what} in {self.directory} failed: {cause}. The checkpoints saved before are "
-                               "intact: fix the storage and rerun the same command to resume") from e
+                               f"intact; {advice}") from e
 
     def restore_latest(self, abstract_state: Any, restart_from_scratch: bool = False
                        ) -> Optional[Tuple[int, Any, dict]]:
@@ -163,46 +169,39 @@ class Checkpointer:
         self.manager.close()
 
 
-def first_line(error: BaseException, limit: int = 200) -> str:
-    """`Type: first line of the message`, cut to `limit` characters (orbax messages run to pages)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text[:limit]}" if text else type(error).__name__
-
-
-def error_chain(error: BaseException):
-    """`error` and every exception it was raised from or while handling."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
-# tensorstore (under orbax) reports storage failures as ValueError("<STATUS>: ..."); these mean the storage.
-STORAGE_STATUSES = {"RESOURCE_EXHAUSTED": "the disk (or quota) is full", "PERMISSION_DENIED": "permission denied",
-                    "UNAVAILABLE": "the storage is unavailable", "UNAUTHENTICATED": "no credentials for the storage"}
+first_line = storage.first_line    # kept here for the modules and tests that import them from checkpoint
+error_chain = storage.error_chain
 
 
 def storage_failure(error: BaseException) -> Optional[str]:
-    """A short description when `error` (or what it came from) is a storage failure, else None."""
-    for e in error_chain(error):
-        if isinstance(e, OSError):
-            if e.errno == errno.ENOSPC:
-                return f"the disk is full ({e.filename or e})"
-            if isinstance(e, PermissionError):
-                return f"permission denied ({e.filename or e})"
-            return first_line(e)
-        for status, meaning in STORAGE_STATUSES.items():
-            if str(e).startswith(status) or f" {status}" in str(e)[:40]:
-                return f"{meaning} ({first_line(e)})"
-    return None
+    """A short description when `error` (or what it came from) is a storage failure, else None; tensorstore's
+    `ValueError("RESOURCE_EXHAUSTED: ...")` and the like included (`storage.failure_kind`)."""
+    return storage.describe_failure(error)
 
 
 def raise_if_unreadable(error: BaseException, what: str) -> None:
-    """Raises StorageError when `error` came from missing permissions (which no fallback can fix)."""
-    cause = storage_failure(error)
-    if cause and ("permission denied" in cause or "credentials" in cause):
-        raise StorageError(f"cannot read {what}: {cause}; fix its permissions and rerun the same command") from error
+    """Raises StorageError when `error` came from missing permissions or a storage that does not answer:
+    neither is damage, and no fallback to an older checkpoint can fix it."""
+    kind = storage.failure_kind(error)
+    if kind in (storage.PERMISSION, storage.UNREACHABLE):
+        advice = storage.failure_advice(kind, writing=False, remote=storage.REMOTE_PREFIX in what)
+        raise StorageError(f"cannot read {what}: {storage.describe_failure(error)}; {advice}") from error
+
+
+def configure_tensorstore_retries() -> None:
+    """Bounds tensorstore's retries of gs:// requests by JAXDISTILL_STORAGE_RETRY_S (`storage.tensorstore_retries`;
+    its own default retries for about a quarter of an hour). Orbax builds every tensorstore context from two
+    module-level dicts and offers no option for this, so the resource is added to those."""
+    try:
+        from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
+        contexts = [ts_utils._BASE_TS_CONTEXT, ts_utils._DEFAULT_OCDBT_TS_CONTEXT]
+    except (ImportError, AttributeError):  # another orbax layout: tensorstore keeps its own retry policy
+        log.debug("orbax's tensorstore contexts not found; gs:// checkpoint requests keep tensorstore's retries")
+        return
+    retries = storage.tensorstore_retries()
+    for context in contexts:
+        if isinstance(context, dict):
+            context["gcs_request_retries"] = dict(retries)
 
 
 def read_state(directory: str, step: Optional[int] = None) -> Tuple[int, Any]:
@@ -213,9 +212,11 @@ def read_state(directory: str, step: Optional[int] = None) -> Tuple[int, Any]:
     asked for by name raises CheckpointError naming the steps that remain. Returns (step, state dict).
     """
     directory = storage.absolute(directory)
-    steps = sorted(int(d) for d in storage.listdir(directory) if d.isdigit())
-    if storage.is_remote(directory):  # orbax saves in place on GCS and commits with this file, written last
-        steps = [s for s in steps if storage.exists(storage.join(directory, str(s), GCS_COMMIT_FILE))]
+    with storage.reading(directory):
+        steps = sorted(int(d) for d in storage.listdir(directory) if d.isdigit())
+        if storage.is_remote(directory):  # orbax saves in place on GCS and commits with this file, written last
+            configure_tensorstore_retries()
+            steps = [s for s in steps if storage.exists(storage.join(directory, str(s), GCS_COMMIT_FILE))]
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {directory}; the run has not saved one yet")
     if step is not None and int(step) not in steps:

@@ -357,6 +357,9 @@ def cmd_evaluate(args, overrides) -> int:
         max_length, batch_size = args.max_length or 128, args.batch_size or 128
     if max_length <= 0 or batch_size <= 0:
         raise UsageError("--max-length and --batch-size must be positive")
+    if args.out:
+        from jaxdistill import storage
+        storage.check_writable(storage.dirname(args.out), "the folder of --out")
     result = finetune.evaluate(args.model, task_cfg, max_length=max_length, batch_size=batch_size)
     print(json.dumps(result, indent=2, sort_keys=True), flush=True)
     if args.out:
@@ -415,8 +418,9 @@ def _error_line(error: BaseException) -> str:
 
 
 # Libraries whose logs repeat (or bury) what jaxdistill reports in one line: orbax logs every failed save with
-# its traceback through absl, several times, and asyncio reports the futures orbax leaves behind.
-QUIET_LIBRARIES = ("absl", "orbax", "asyncio", "tensorstore")
+# its traceback through absl, several times, asyncio reports the futures orbax leaves behind, and gcsfs logs
+# every request that ran out of retries with its traceback.
+QUIET_LIBRARIES = ("absl", "orbax", "asyncio", "tensorstore", "gcsfs", "google")
 
 
 def _setup_logging(verbose: bool) -> None:

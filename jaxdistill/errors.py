@@ -12,9 +12,15 @@ scripts and launchers):
   4    the loss or the gradients became non-finite, or the parameters exploded     -> `NonFiniteError`
   5    the workdir is in use: another run holds its lock (wait for it, or rerun once its lease has
        expired)                                                                   -> `WorkdirInUseError`
-  75   a retryable storage failure (bucket missing, permission denied, disk full, storage down), while
-       writing, or while reading a run's own checkpoints: nothing is lost, fixing the storage and
-       relaunching the same command resumes                                       -> `StorageError`
+  75   a retryable storage failure (storage unreachable after JAXDISTILL_STORAGE_RETRY_S seconds of retries,
+       bucket missing, permission denied, disk or quota full), while writing, or while reading gs:// or a
+       run's own checkpoints: nothing is lost, fixing the storage and relaunching the same command
+       resumes                                                                    -> `StorageError`
+       A missing bucket or a denied permission (HTTP 403) is in this class on purpose, not a code of its own:
+       both are fixed outside the job (and IAM grants take minutes to propagate), after which the same
+       command resumes; every command probes its outputs before the heavy work, so a relaunch that still
+       fails costs seconds, and the launchers bound their relaunches (MAX_RESTARTS, MAX_REQUEUES). The
+       message says which it is and the fix (`storage.failure_advice`).
   130  interrupted (Ctrl-C)
 
 Every class also derives from the built-in exception its callers would naturally catch (`ValueError` for
@@ -98,7 +104,8 @@ class WorkdirInUseError(JaxdistillError, RuntimeError):
 
 
 class StorageError(JaxdistillError, OSError):
-    """Writing to storage failed in a way a relaunch may fix; the message names the path."""
+    """The storage failed (unreachable, bucket missing, permission denied, full) in a way a relaunch resumes
+    from once it is fixed; the message names the path, what went wrong and the fix."""
 
     exit_code = EXIT_RETRYABLE
 

@@ -289,6 +289,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
     if save_model and storage.listdir(model_out) and not config.get("overwrite", False):
         raise OutputExistsError(f"{model_out!r} already holds a model; pass overwrite=True (--config.overwrite=True) "
                                 "or use a new workdir")
+    storage.check_writable(workdir, "the workdir")  # before the training, not after it
     tokenizer_dir = str(config.get("tokenizer") or "") or model_path
     if storage.is_remote(tokenizer_dir):
         tokenizer_dir = hf.resolve_path(tokenizer_dir)

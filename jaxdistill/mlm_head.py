@@ -195,13 +195,14 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, mode: str = "head
         rerun resumes from the newest checkpoint (batches are a pure function of the step).
 
     Args:
-      teacher_path: a BERT directory (Hugging Face or jaxdistill format); if it has an MLM head, training
-        continues from it, otherwise the head starts fresh from `seed`.
+      teacher_path: a BERT directory (Hugging Face or jaxdistill format; local or gs://); if it has an MLM
+        head, training continues from it, otherwise the head starts fresh from `seed`.
       data_cfg: the data section (`jaxdistill.data.default_data_config()`); `holdout_sequences` must be > 0
         when `eval_batches` > 0.
       out_dir: where the teacher with its head is written (a BertForMaskedLM directory, tokenizer copied, and
         `fit_mlm_head.json` recording the settings and the held-out curve). When it already holds a
-        finished result with the same settings, that result is returned without training (a cache).
+        finished result with the same settings, that result is returned without training (a cache). Local or
+        gs://; probed for writing before the training (`storage.check_writable`).
       steps, batch_size (sequences per step), lr (peak; linear warm-up over `warmup_steps`, then linear decay
         to 0), weight_decay (AdamW, kernels only), seed (fresh head, dropout).
       eval_batches: held-out batches (of `batch_size`) measured before, every `eval_every` steps (None: only
@@ -239,6 +240,9 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, mode: str = "head
         log.info("fit_mlm_head: %s already holds this result; reusing it", out_dir)
         return dict(cached, cached=True, seconds=time.perf_counter() - t_start)
     hf.check_out_dir(out_dir, overwrite)
+    storage.check_writable(out_dir, "the output directory")  # before the training, not after it
+    if storage.is_remote(teacher_path):  # a gs:// teacher: its local mirror (downloaded once)
+        teacher_path = hf.resolve_path(teacher_path)
     if not os.path.isdir(teacher_path):
         raise FileNotFoundError(f"teacher directory {teacher_path!r} does not exist; pass the directory that holds "
                                 "config.json and model.safetensors")

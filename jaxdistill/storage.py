@@ -13,17 +13,29 @@ through orbax/tensorstore, which speak gs:// natively. Object stores have no dir
 
 The only setting a user gives for an emulator is the standard `STORAGE_EMULATOR_HOST=http://HOST:PORT`;
 `configure_emulator` (run on import of jaxdistill) translates it for tensorstore (`TENSORSTORE_GCS_HTTP_URL`)
-and makes every client anonymous, so no Google credentials (and no metadata server) are looked up.
+and makes every client anonymous, so no Google credentials (and no metadata server) are looked up;
+`configure` (run before every gs:// operation) adds the bounded gcsfs below.
+
+Failures. A request that fails for a reason that may pass (the storage unreachable, HTTP 5xx or 429) is
+retried with exponential backoff for at most `JAXDISTILL_STORAGE_RETRY_S` seconds (default 120) by all three
+clients alike: gcsfs (`BoundedGCSFileSystem`, registered for gs:// in fsspec, so `etils.epath` and orbax use
+it too), tensorstore (`tensorstore_retries`, see `checkpoint`) and google-cloud-storage (`gcs_call_options`,
+the workdir lock); one that cannot pass by waiting (permission denied, a missing bucket) is not retried. Either
+way the command then stops with `StorageError` (exit 75), its message naming the path, what failed and the
+fix (`failure_kind`, `storage_errors`). `check_writable` probes an output at start-up, before the heavy work.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
+import uuid
 from typing import Iterator, List, Optional, Tuple
 
 from jaxdistill.errors import JaxdistillError, StorageError
@@ -37,12 +49,26 @@ MIRROR_RECORD = ".jaxdistill-mirror.json"
 
 
 # ----------------------------------------------------------------------------------------- configuration
+RETRY_VARIABLE = "JAXDISTILL_STORAGE_RETRY_S"
+DEFAULT_RETRY_S = 120.0
+CONNECT_TIMEOUT_S = 30.0
+# The variables `configure_emulator` derives from STORAGE_EMULATOR_HOST, with the value it set: a later change
+# of the emulator moves them along; a value the user set (anything else) is kept.
+_derived: dict = {}
+
+
 def emulator_host() -> Optional[str]:
     """The storage emulator's URL from STORAGE_EMULATOR_HOST (with http:// added when missing), or None."""
     host = os.environ.get(EMULATOR_VARIABLE, "").strip()
     if not host or host == "default":
         return None
     return host if host.startswith(("http://", "https://")) else f"http://{host}"
+
+
+def _derive(variable: str, value: str) -> None:
+    if variable not in os.environ or os.environ[variable] == _derived.get(variable):
+        os.environ[variable] = value
+        _derived[variable] = value
 
 
 def configure_emulator() -> None:
@@ -53,7 +79,7 @@ def configure_emulator() -> None:
     host = emulator_host()
     if host is None:
         return
-    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", host)
+    _derive("TENSORSTORE_GCS_HTTP_URL", host)
     os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "anonymous")
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     os.environ.setdefault("NO_GCE_CHECK", "true")
@@ -63,6 +89,149 @@ def configure_emulator() -> None:
     except ImportError:
         return
     fsspec.config.conf.setdefault("gs", {}).setdefault("token", "anon")
+
+
+def configure() -> None:
+    """`configure_emulator` and the bounded retries of gcsfs (`register_bounded_gcsfs`); run before every
+    gs:// operation (cheap; it imports gcsfs, so `import jaxdistill` runs only `configure_emulator`)."""
+    configure_emulator()
+    register_bounded_gcsfs()
+
+
+_budget_override = threading.local()
+
+
+@contextlib.contextmanager
+def retry_budget(seconds: float) -> Iterator[None]:
+    """Lowers the retry budget to at most `seconds` for the calls this thread makes inside the block (the
+    google-cloud-storage client runs in the caller's thread; gcsfs's requests, in fsspec's own thread, keep
+    the global budget). For best-effort clean-ups that must not hold up an exit."""
+    previous = getattr(_budget_override, "seconds", None)
+    _budget_override.seconds = min(float(seconds), previous) if previous is not None else float(seconds)
+    try:
+        yield
+    finally:
+        _budget_override.seconds = previous
+
+
+def retry_budget_s() -> float:
+    """How long a failing storage request is retried before the command gives up (JAXDISTILL_STORAGE_RETRY_S,
+    seconds; default 120; lower inside `retry_budget`). A value that is not a positive number is a
+    ConfigError naming the variable."""
+    override = getattr(_budget_override, "seconds", None)
+    if override is not None:
+        return min(override, _global_budget_s())
+    return _global_budget_s()
+
+
+def _global_budget_s() -> float:
+    raw = os.environ.get(RETRY_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        from jaxdistill.errors import ConfigError
+        raise ConfigError(f"{RETRY_VARIABLE}={raw!r}: expected a positive number of seconds (default "
+                          f"{DEFAULT_RETRY_S:.0f})")
+    return value
+
+
+def backoff(budget_s: Optional[float] = None) -> Tuple[float, float, int]:
+    """(first delay, longest delay, number of retries) of an exponential backoff whose delays add up to at
+    most `budget_s` (default `retry_budget_s()`): 1 s doubling up to 30 s for the default 120 s (7 retries)."""
+    budget = retry_budget_s() if budget_s is None else float(budget_s)
+    first = min(1.0, budget / 4)
+    longest = min(30.0, max(first, budget / 4))
+    total, delay, retries = 0.0, first, 0
+    while total + delay <= budget + 1e-9:
+        total, retries, delay = total + delay, retries + 1, min(2 * delay, longest)
+    return first, longest, max(retries, 1)
+
+
+def gcsfs_attempts(budget_s: Optional[float] = None) -> int:
+    """How many attempts gcsfs's own backoff (about 2**(n-1) + 0.5 s before retry n, at most 32 s) fits in
+    the budget, the first one included."""
+    budget = retry_budget_s() if budget_s is None else float(budget_s)
+    total, attempts = 0.0, 1
+    while attempts < 64:
+        wait = min(0.5 + 2 ** (attempts - 1), 32.0)
+        if total + wait > budget:
+            break
+        total, attempts = total + wait, attempts + 1
+    return attempts
+
+
+def tensorstore_retries() -> dict:
+    """tensorstore's `gcs_request_retries` context resource for the budget (its own default is 32 retries
+    of up to 32 s, about a quarter of an hour)."""
+    first, longest, retries = backoff()
+    return {"max_retries": retries, "initial_delay": f"{first:g}s", "max_delay": f"{longest:g}s"}
+
+
+def gcs_call_options() -> dict:
+    """`retry=` and `timeout=` keyword arguments for google-cloud-storage calls: retried transient failures
+    for at most the budget, a connect timeout (a host that never answers), a read timeout of 60 s."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+    first, longest, _ = backoff()
+    budget = retry_budget_s()
+    return {"retry": DEFAULT_RETRY.with_timeout(budget).with_delay(initial=first, maximum=longest),
+            "timeout": (min(CONNECT_TIMEOUT_S, budget), 60.0)}
+
+
+_BOUNDED: dict = {}
+
+
+def _retrying(method, attempts: int):
+    """gcsfs's own retry decorator around the undecorated `method`, with `attempts` attempts (cached)."""
+    key = (method, attempts)
+    if key not in _BOUNDED:
+        from gcsfs.retry import retry_request
+        _BOUNDED[key] = retry_request(retries=attempts)(method)
+    return _BOUNDED[key]
+
+
+def bounded_gcsfs_class():
+    """A `gcsfs.GCSFileSystem` whose requests are attempted `gcsfs_attempts()` times, read at every request
+    (gcsfs fixes 6 when its class is defined), and whose connections time out after CONNECT_TIMEOUT_S
+    (gcsfs waits forever by default)."""
+    if "class" not in _BOUNDED:
+        from gcsfs import GCSFileSystem
+
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("requests_timeout") is None:
+                import aiohttp
+                kwargs["requests_timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
+            GCSFileSystem.__init__(self, *args, **kwargs)
+
+        def bounded(name):
+            raw = getattr(GCSFileSystem, name).__wrapped__
+
+            async def method(self, *args, **kwargs):
+                return await _retrying(raw, gcsfs_attempts())(self, *args, **kwargs)
+            method.__name__ = name
+            return method
+
+        namespace = {"__init__": __init__, "__module__": __name__, "__doc__": bounded_gcsfs_class.__doc__}
+        for name in ("_request", "_get_file_request", "_get_file_concurrent"):
+            if hasattr(getattr(GCSFileSystem, name, None), "__wrapped__"):
+                namespace[name] = bounded(name)
+        _BOUNDED["class"] = type("BoundedGCSFileSystem", (GCSFileSystem,), namespace)
+    return _BOUNDED["class"]
+
+
+def register_bounded_gcsfs() -> None:
+    """Makes fsspec (and so `etils.epath` and orbax) build `bounded_gcsfs_class()` for gs:// URLs."""
+    try:
+        import fsspec
+        cls = bounded_gcsfs_class()
+    except ImportError:
+        return
+    for protocol in ("gs", "gcs"):
+        if fsspec.registry.get(protocol) is not cls:
+            fsspec.register_implementation(protocol, cls, clobber=True)
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -85,6 +254,13 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def dirname(path: str) -> str:
+    """The folder holding `path` (a URL's prefix up to the last `/`; `os.path.dirname` of the absolute path)."""
+    if is_remote(path):
+        return str(path).rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(os.path.expanduser(str(path))))
+
+
 def basename(path: str) -> str:
     return str(path).rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else os.path.basename(path)
 
@@ -96,16 +272,16 @@ def split_bucket(url: str) -> Tuple[str, str]:
 
 
 def filesystem(url: str):
-    """The fsspec filesystem of a gs:// URL (gcsfs), configured for the emulator when one is set."""
-    configure_emulator()
+    """The fsspec filesystem of a gs:// URL (gcsfs with bounded retries), for the emulator when one is set."""
+    configure()
     import fsspec
-    return fsspec.filesystem("gs")
+    return fsspec.filesystem("gs")  # gcsfs reads STORAGE_EMULATOR_HOST at every request
 
 
 def gcs_client():
     """A google-cloud-storage client: anonymous against an emulator (STORAGE_EMULATOR_HOST), else with the
     machine's default credentials. Used where a generation precondition is needed (the workdir lock)."""
-    configure_emulator()
+    configure()
     from google.cloud import storage as gcs
     if emulator_host() is None:
         return gcs.Client()
@@ -116,7 +292,8 @@ def gcs_client():
 # ------------------------------------------------------------------------------------ queries and reads
 def exists(path: str) -> bool:
     if is_remote(path):
-        return bool(filesystem(path).exists(path))
+        with reading(path):
+            return bool(filesystem(path).exists(path))
     return os.path.exists(path)
 
 
@@ -128,8 +305,12 @@ def isdir(path: str) -> bool:
 
 
 def isfile(path: str) -> bool:
-    if is_remote(path):
-        return bool(filesystem(path).isfile(path))
+    if is_remote(path):  # not fs.isfile, which takes any failure (an unreachable storage too) for "no"
+        with reading(path):
+            try:
+                return filesystem(path).info(path)["type"] == "file"
+            except FileNotFoundError:
+                return False
     return os.path.isfile(path)
 
 
@@ -139,7 +320,8 @@ def listdir(path: str) -> List[str]:
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
     fs = filesystem(path)
     try:
-        entries = fs.ls(path, detail=False, refresh=True)
+        with reading(path):
+            entries = fs.ls(path, detail=False, refresh=True)
     except FileNotFoundError:
         return []
     prefix = path[len(REMOTE_PREFIX):].rstrip("/") + "/"
@@ -148,7 +330,8 @@ def listdir(path: str) -> List[str]:
 
 def read_bytes(path: str) -> bytes:
     if is_remote(path):
-        return filesystem(path).cat_file(path)
+        with reading(path):
+            return filesystem(path).cat_file(path)
     with open(path, "rb") as f:
         return f.read()
 
@@ -171,7 +354,7 @@ def makedirs(path: str) -> None:
 def write_bytes(path: str, data: bytes) -> None:
     """Writes `path` whole, atomically: a temporary file renamed into place locally, one upload on GCS.
     A failure raises StorageError naming the path (exit 75)."""
-    with storage_errors(f"writing {path}"):
+    with storage_errors(f"writing {path}", path):
         if is_remote(path):
             filesystem(path).pipe_file(path, data)
             return
@@ -193,9 +376,9 @@ def write_json(path: str, data, **dump_kwargs) -> None:
 def remove_tree(path: str) -> None:
     """Deletes a directory (or prefix) and everything under it; nothing when it does not exist."""
     if is_remote(path):
-        fs = filesystem(path)
         if listdir(path):
-            fs.rm(path, recursive=True)
+            with storage_errors(f"deleting {path}"):
+                filesystem(path).rm(path, recursive=True)
         return
     shutil.rmtree(path, ignore_errors=True)
 
@@ -207,8 +390,9 @@ def move_tree(source: str, target: str) -> None:
         shutil.move(source, target)
         return
     fs = filesystem(source)
-    fs.copy(source.rstrip("/") + "/", target.rstrip("/") + "/", recursive=True)
-    fs.rm(source, recursive=True)
+    with storage_errors(f"moving {source} to {target}"):
+        fs.copy(source.rstrip("/") + "/", target.rstrip("/") + "/", recursive=True)
+        fs.rm(source, recursive=True)
 
 
 def upload_dir(local_dir: str, target: str, last: Optional[str] = None) -> None:
@@ -217,7 +401,7 @@ def upload_dir(local_dir: str, target: str, last: Optional[str] = None) -> None:
     never see a half-uploaded directory. Files already at `target` and not in `local_dir` are kept."""
     names = sorted((os.path.relpath(os.path.join(d, f), local_dir) for d, _, fs in os.walk(local_dir) for f in fs),
                    key=lambda name: name == last)
-    with storage_errors(f"uploading {local_dir} to {target}"):
+    with storage_errors(f"uploading {local_dir} to {target}", target):
         fs = filesystem(target) if is_remote(target) else None
         for name in names:
             source, dest = os.path.join(local_dir, name), join(target, *name.split(os.sep))
@@ -234,7 +418,7 @@ def remote_listing(url: str) -> dict:
     own name."""
     fs = filesystem(url)
     root = url[len(REMOTE_PREFIX):].rstrip("/")
-    if fs.isfile(url):
+    if isfile(url):
         info = fs.info(url)
         return {basename(url): (int(info["size"]), str(info.get("generation") or info.get("md5Hash") or ""))}
     found = fs.find(url, detail=True, withdirs=False)
@@ -258,14 +442,16 @@ def local_copy(path: str, mirror_root: Optional[str] = None) -> str:
     if not is_remote(path):
         return path
     url = path.rstrip("/")
-    listing = remote_listing(url) if exists(url) else {}
+    with reading(url):
+        listing = remote_listing(url) if exists(url) else {}
     if not listing:
         raise FileNotFoundError(f"{url} does not exist (no object with that name or prefix)")
     mirror = mirror_path(url, mirror_root)
     target = os.path.join(mirror, "content")
     record = os.path.join(mirror, MIRROR_RECORD)
     fingerprint = json.dumps(sorted(listing.items()))
-    single = storage_is_single_object(url, listing)
+    with reading(url):
+        single = storage_is_single_object(url, listing)
     result = os.path.join(target, basename(url)) if single else target
     if os.path.exists(record) and open(record).read() == fingerprint:
         return result
@@ -276,7 +462,8 @@ def local_copy(path: str, mirror_root: Optional[str] = None) -> str:
         for name in listing:
             dest = os.path.join(tmp, "content", *name.split("/"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            fs.get_file(url if single else url + "/" + name, dest)
+            with reading(url):
+                fs.get_file(url if single else url + "/" + name, dest)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(os.path.join(tmp, "content"), target)
         with open(record + ".tmp", "w") as f:
@@ -290,37 +477,166 @@ def local_copy(path: str, mirror_root: Optional[str] = None) -> str:
 
 def storage_is_single_object(url: str, listing: dict) -> bool:
     """Whether `listing` (from `remote_listing`) describes the one object `url` rather than a prefix."""
-    return list(listing) == [basename(url)] and filesystem(url).isfile(url)
+    return list(listing) == [basename(url)] and isfile(url)
 
 
 # ----------------------------------------------------------------------------------------------- errors
-def storage_failure_reason(error: BaseException) -> Optional[str]:
-    """A short description when `error` is a failure of the storage itself (missing bucket, permission
-    denied, storage unreachable), or None for anything else."""
-    if isinstance(error, JaxdistillError):
+# What a storage failure is, which decides the advice: waiting cannot fix the first two (they are not retried).
+PERMISSION, MISSING, UNREACHABLE, FULL, OTHER = "permission", "missing", "unreachable", "full", "other"
+# tensorstore (under orbax) reports failures as ValueError("<STATUS>: ..."); exhausted retries as ABORTED.
+_TENSORSTORE_STATUSES = (("PERMISSION_DENIED", PERMISSION), ("UNAUTHENTICATED", PERMISSION),
+                         ("RESOURCE_EXHAUSTED", FULL), ("UNAVAILABLE", UNREACHABLE),
+                         ("DEADLINE_EXCEEDED", UNREACHABLE), ("retry attempts failed", UNREACHABLE))
+_HTTP_KINDS = {401: PERMISSION, 403: PERMISSION, 404: MISSING, 408: UNREACHABLE, 429: UNREACHABLE}
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """`error` and every exception it was raised from or while handling."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _kind_of(e: BaseException) -> Optional[str]:
+    """The kind of one exception (not its causes), or None when it says nothing about the storage."""
+    name, module = type(e).__name__, type(e).__module__ or ""
+    text = str(e)
+    if isinstance(e, PermissionError):
+        return PERMISSION
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return FULL
+    code = getattr(e, "code", None)
+    if module.startswith(("google.", "gcsfs")) and isinstance(code, int):  # api_core exceptions, gcsfs HttpError
+        return _HTTP_KINDS.get(code, UNREACHABLE if code >= 500 else OTHER)
+    if isinstance(e, OSError) and text.startswith("Forbidden"):  # gcsfs's HTTP 403
+        return PERMISSION
+    if name in ("RetryError", "FSTimeoutError", "TransportError") or isinstance(e, (ConnectionError, TimeoutError)):
+        return UNREACHABLE
+    if module.startswith(("aiohttp", "requests", "urllib3")) and ("Connect" in name or "Timeout" in name):
+        return UNREACHABLE
+    if isinstance(e, FileNotFoundError):
+        return MISSING
+    if isinstance(e, ValueError):
+        head = text[:300]
+        for status, kind in _TENSORSTORE_STATUSES:
+            if head.startswith(status) or f" {status}" in head[:40] or (" " in status and status in head):
+                return kind
         return None
-    if isinstance(error, PermissionError):
-        return f"permission denied ({error})"
-    if isinstance(error, FileNotFoundError):
-        return f"not found: the bucket or parent is missing ({error})"
-    if isinstance(error, OSError):
-        return f"{type(error).__name__}: {error}"
-    name = type(error).__name__
-    module = type(error).__module__ or ""
-    if module.startswith(("google.", "gcsfs", "aiohttp", "requests", "urllib3")) or name == "HttpError":
-        return f"{name}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    if isinstance(e, OSError) or module.startswith(("google.", "gcsfs", "aiohttp", "requests", "urllib3")):
+        return OTHER
     return None
 
 
+def failure_kind(error: BaseException) -> Optional[str]:
+    """PERMISSION, MISSING, UNREACHABLE, FULL or OTHER when `error` (or what it came from) is a failure of the
+    storage itself; None for anything else (jaxdistill's own errors included)."""
+    if isinstance(error, JaxdistillError):
+        return None
+    found = None
+    for e in error_chain(error):
+        kind = _kind_of(e)
+        if kind not in (None, OTHER):
+            return kind
+        found = found or kind
+    return found
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut to `limit` characters (client messages run to pages)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:limit]}" if text else type(error).__name__
+
+
+def describe_failure(error: BaseException) -> Optional[str]:
+    """What went wrong in a few words plus the client's own first line, or None when `error` is not a storage
+    failure: 'permission denied (OSError: Forbidden: ...)'."""
+    kind = failure_kind(error)
+    if kind is None:
+        return None
+    meaning = {PERMISSION: "permission denied", MISSING: "not found (the bucket, or a parent, does not exist)",
+               UNREACHABLE: "the storage did not answer", FULL: "the disk (or quota) is full",
+               OTHER: "the storage failed"}[kind]
+    text = " ".join(str(error).split())  # gcsfs puts the server's reason on a second line
+    return f"{meaning} ({type(error).__name__}: {text[:300]})" if text else f"{meaning} ({type(error).__name__})"
+
+
+def failure_advice(kind: Optional[str], writing: bool = True, resume: bool = False, remote: bool = True) -> str:
+    """The fix for a storage failure of `kind`, as a clause that says to rerun ("... to resume" with `resume`);
+    for a gs:// path (`remote`) in terms of buckets and credentials, else of folders and disks."""
+    rerun = "then rerun the same command" + (" to resume" if resume else "")
+    if kind == PERMISSION and remote:
+        role = "roles/storage.objectAdmin" if writing else "roles/storage.objectViewer"
+        return (f"check the credentials in use (`gcloud auth application-default login`, or the VM's service "
+                f"account) and that they may {'write to' if writing else 'read'} the bucket (e.g. {role}), "
+                f"{rerun}; until then a rerun fails the same way")
+    if kind == PERMISSION:
+        return f"fix its permissions (this user must be able to {'write' if writing else 'read'} there), {rerun}"
+    if kind == MISSING and remote:
+        return f"check the path, or create the bucket (`gcloud storage buckets create gs://BUCKET`), {rerun}"
+    if kind == MISSING:
+        return f"check the path (a parent folder is missing), {rerun}"
+    if kind == UNREACHABLE and remote:
+        return (f"requests were retried for {retry_budget_s():g} s ({RETRY_VARIABLE}); check the network (or "
+                f"{EMULATOR_VARIABLE}), {rerun}")
+    if kind == UNREACHABLE:
+        return f"check that the filesystem is mounted and answers, {rerun}"
+    if kind == FULL:
+        return f"free space or raise the quota, {rerun}"
+    if remote:
+        return f"check that the bucket exists, that you may write to it and that the storage is reachable, {rerun}"
+    return f"check that the path is writable and the disk is healthy, {rerun}"
+
+
+def storage_failure_reason(error: BaseException) -> Optional[str]:
+    """A short description when `error` is a failure of the storage itself (missing bucket, permission
+    denied, storage unreachable), or None for anything else."""
+    return describe_failure(error)
+
+
 @contextlib.contextmanager
-def storage_errors(what: str) -> Iterator[None]:
+def storage_errors(what: str, path: Optional[str] = None) -> Iterator[None]:
     """Turns a storage failure inside the block into StorageError (exit 75, retryable) whose message says
-    `what` (which names the path) and what to do; other exceptions pass through unchanged."""
+    `what` (which names the path), what went wrong and the fix; other exceptions pass through unchanged.
+    The advice is for a bucket when `path` (default: any path named in `what`) is a gs:// URL."""
     try:
         yield
     except Exception as e:
-        reason = storage_failure_reason(e)
+        reason = describe_failure(e)
         if reason is None:
             raise
-        raise StorageError(f"{what} failed: {reason}. Check that the bucket exists, that you may write to it "
-                           "and that the storage is reachable, then rerun the same command") from e
+        remote = is_remote(path) if path is not None else REMOTE_PREFIX in what
+        raise StorageError(f"{what} failed: {reason}; {failure_advice(failure_kind(e), remote=remote)}") from e
+
+
+@contextlib.contextmanager
+def reading(path: str) -> Iterator[None]:
+    """For reads of a gs:// `path`: a storage that cannot be reached or refuses access becomes StorageError
+    naming `path` (exit 75); a missing object stays FileNotFoundError (the caller's "does not exist")."""
+    try:
+        yield
+    except Exception as e:
+        kind = failure_kind(e)
+        if kind in (None, MISSING, OTHER) or not is_remote(path):
+            raise
+        raise StorageError(f"reading {path} failed: {describe_failure(e)}; {failure_advice(kind, writing=False)}"
+                           ) from e
+
+
+def check_writable(directory: str, what: str = "the output directory") -> None:
+    """Fails early, before any heavy work, when `directory` cannot be written: on gs:// a small probe object
+    is written under it and deleted again (creating and deleting objects is what a run does); locally the
+    directory is created and a probe file written and removed. Raises StorageError (exit 75) naming
+    `directory`, what went wrong and the fix."""
+    probe = join(directory, f".jaxdistill-write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with storage_errors(f"writing to {what} {directory}", directory):
+        if is_remote(directory):
+            fs = filesystem(directory)
+            fs.pipe_file(probe, b"")
+            fs.rm_file(probe)
+            return
+        os.makedirs(directory, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)

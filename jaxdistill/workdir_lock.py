@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".jaxdistill.lock"
 DEFAULT_LEASE_S = 60.0
+RELEASE_RETRY_S = 10.0  # retry budget of the release, at most (a storage outage must not hold up the exit)
 
 
 class LocalLockStore:
@@ -109,7 +110,8 @@ class GcsLockStore:
     def create_if_absent(self, record: dict) -> bool:
         from google.api_core.exceptions import PreconditionFailed
         try:
-            self.bucket.blob(self.key).upload_from_string(json.dumps(record), if_generation_match=0)
+            self.bucket.blob(self.key).upload_from_string(json.dumps(record), if_generation_match=0,
+                                                          **storage.gcs_call_options())
         except PreconditionFailed:
             return False
         return True
@@ -118,11 +120,11 @@ class GcsLockStore:
         """(record, generation), or (None, None) when there is no lock object."""
         from google.api_core.exceptions import NotFound, PreconditionFailed
         for _ in range(5):  # the object may change between reading its generation and its content
-            blob = self.bucket.get_blob(self.key)
+            blob = self.bucket.get_blob(self.key, **storage.gcs_call_options())
             if blob is None:
                 return None, None
             try:
-                data = blob.download_as_bytes(if_generation_match=blob.generation)
+                data = blob.download_as_bytes(if_generation_match=blob.generation, **storage.gcs_call_options())
             except (NotFound, PreconditionFailed):
                 continue
             try:
@@ -144,9 +146,10 @@ class GcsLockStore:
         blob = self.bucket.blob(self.key)
         try:
             if record is None:
-                blob.delete(if_generation_match=generation)
+                blob.delete(if_generation_match=generation, **storage.gcs_call_options())
             else:
-                blob.upload_from_string(json.dumps(record), if_generation_match=generation)
+                blob.upload_from_string(json.dumps(record), if_generation_match=generation,
+                                        **storage.gcs_call_options())
         except (NotFound, PreconditionFailed):
             return False
         return True
@@ -282,7 +285,8 @@ class WorkdirLock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         try:
-            self.store.swap_if_held_by(self.token, None)
+            with storage.retry_budget(RELEASE_RETRY_S):  # a lock left behind is taken over: do not hold the exit
+                self.store.swap_if_held_by(self.token, None)
         except Exception as e:  # noqa: BLE001  (storage errors of either store)
             if storage.storage_failure_reason(e) is None:
                 raise

@@ -91,7 +91,9 @@ run() {
     fi
     rm -f "$log"
     # 2 = usage/config, 3 = data/model, 4 = non-finite loss: relaunching would fail the same way.
-    # 75 = a storage write failed (retryable), 1 or a signal = a worker died: wait and resume.
+    # 75 = a storage failure (retryable: unreachable, bucket missing, permission denied; a relaunch fails again
+    # within seconds until it is fixed, and MAX_RESTARTS bounds the attempts), 1 or a signal = a worker died:
+    # wait and resume.
     if [[ $rc -eq 2 || $rc -eq 3 || $rc -eq 4 ]]; then
       echo "=== jaxdistill failed with exit code $rc (not retryable); see the log above" >&2
       return "$rc"

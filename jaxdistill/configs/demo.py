@@ -13,9 +13,9 @@ Folder layout of a demo run (default `./jaxdistill-demo`): `data/reviews.txt` (t
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional
 
+from jaxdistill import storage
 from jaxdistill.configs import homodistil
 
 WORKDIR = "jaxdistill-demo"
@@ -37,12 +37,12 @@ def settings(quick: bool = False) -> Dict[str, Any]:
 
 def student_dir(workdir: str = WORKDIR) -> str:
     """Where the demo exports the distilled student."""
-    return os.path.join(workdir, "student")
+    return storage.join(workdir, "student")
 
 
 def sentences_csv(workdir: str = WORKDIR) -> str:
     """The demo's downstream task file (columns sentence,label), written by its data stage."""
-    return os.path.join(workdir, "data", "sentences.csv")
+    return storage.join(workdir, "data", "sentences.csv")
 
 
 def distill_config(teacher: str, corpus: Optional[str] = None, quick: bool = False,
@@ -66,7 +66,7 @@ def distill_config(teacher: str, corpus: Optional[str] = None, quick: bool = Fal
                         decay="linear", dropout=False, log_every=max(steps // 16, 1),
                         eval_every=max(steps // 8, 1), eval_batches=2, checkpoint_every=max(steps // 2, 1)))
     if workdir is not None:
-        c.data.cache_dir = os.path.join(workdir, "cache")
+        c.data.cache_dir = storage.join(workdir, "cache")
         c.export.dir = student_dir(workdir)
     return c
 

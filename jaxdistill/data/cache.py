@@ -37,7 +37,7 @@ import numpy as np
 from jaxdistill import storage
 from jaxdistill.data import packing
 from jaxdistill.data.corpus import Corpus
-from jaxdistill.errors import CorpusError, DataError
+from jaxdistill.errors import CorpusError, DataError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,8 @@ def shard_info(path: str):
     """The finished shard's manifest dict, or None."""
     try:
         return storage.read_json(storage.join(path, "manifest.json"))
+    except StorageError:  # the storage refuses or does not answer: not "missing", or waiting would never end
+        raise
     except (OSError, ValueError):
         return None
 
@@ -207,6 +209,7 @@ def prepare(corpus: Corpus, tok: packing.TokenizerInfo, seq_len: int, cache_dir:
     if storage.exists(storage.join(final, "manifest.json")):
         log.info("data: using cached packed corpus %s", final)
         return open_committed(final)
+    storage.check_writable(cache_dir, "the data cache (data.cache_dir)")  # before the expensive part
     corpus.load()  # full validation (datasets / TFDS) before the expensive part
     t0 = time.time()
     mine, docs_seen, num_shards = prepare_my_shards(corpus, tok, seq_len, final, pack, num_proc, progress,

@@ -286,6 +286,9 @@ def _load_glue(name: str, source: str, cache_dir: Optional[str]) -> Dict[str, Ro
                           for k in recs[0]} if recs else {}
         return out
     import datasets
+    if cache_dir and storage.is_remote(cache_dir):  # datasets' download cache is a local one (see docs/launch.md)
+        log.info("task.cache_dir %s is a gs:// URL; datasets keeps its downloads in its local cache", cache_dir)
+        cache_dir = None
     try:
         dd = datasets.load_dataset("nyu-mll/glue", name, cache_dir=cache_dir or None)
     except Exception as e:  # noqa: BLE001

@@ -370,8 +370,10 @@ def publish(partial: str, out_dir: str) -> None:
     (overwrite) each file is renamed over its old version, config.json last, and other files are kept.
     To a gs:// `out_dir` the files are uploaded, config.json last: an export without config.json is not one."""
     if storage.is_remote(out_dir):
-        storage.upload_dir(partial, out_dir, last="config.json")
-        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            storage.upload_dir(partial, out_dir, last="config.json")
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
         return
     if os.path.isdir(out_dir) and not os.listdir(out_dir):
         os.rmdir(out_dir)

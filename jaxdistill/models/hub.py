@@ -114,18 +114,21 @@ def check_can_push(repo_id: str) -> None:
 
 
 def push_to_hub(directory: str, repo_id: str, private: bool = False, commit_message: Optional[str] = None) -> str:
-    """Uploads a model directory to the hub repository `repo_id` (created when missing); returns its URL.
+    """Uploads a model directory (local, or gs:// through its local mirror) to the hub repository `repo_id`
+    (created when missing); returns its URL.
 
     Raises ModelError (exit 3) offline, or when the upload fails (the directory stays complete: upload it
     later with `hf upload REPO DIRECTORY`).
     """
     check_can_push(repo_id)
-    later = f"the export in {directory!r} is complete; upload it later with `hf upload {repo_id} {directory}`"
     from huggingface_hub import HfApi
+    from jaxdistill import storage
+    folder = storage.local_copy(directory)  # a gs:// export: its local mirror (the hub client reads local files)
+    later = f"the export in {directory!r} is complete; upload it later with `hf upload {repo_id} {folder}`"
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=directory,
+        api.upload_folder(repo_id=repo_id, folder_path=folder,
                           commit_message=commit_message or "Upload model exported by jaxdistill")
     except Exception as e:  # no network, no token, no permission
         raise ModelError(f"pushing {directory!r} to the hub repository {repo_id!r} failed ({type(e).__name__}: "

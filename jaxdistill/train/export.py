@@ -106,6 +106,7 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
         raise FileNotFoundError(f"{workdir!r} is not a jaxdistill workdir (no config.json); pass the --workdir "
                                 "of a `jaxdistill distill` run")
     hf.check_out_dir(out_dir, overwrite)
+    storage.check_writable(out_dir, "the export directory")  # before reading and compacting the checkpoint
     config = storage.read_json(cfg_path)
     step, state = ckpt_lib.read_state(storage.join(storage.absolute(workdir), "checkpoints"), step)
     student = jax.tree.map(np.asarray, state["params"]["student"])

@@ -238,6 +238,8 @@ def run_in_workdir(exp: Experiment, workdir: str, lock: Optional[WorkdirLock], r
         raise OutputExistsError(
             f"export directory {export_dir!r} already holds files from an earlier run; pass "
             "--config.export.overwrite=True to replace them, or set --config.export.dir to a new place")
+    if export_dir and jax.process_index() == 0 and not export_dir.startswith(workdir.rstrip("/") + "/"):
+        storage.check_writable(export_dir, "the export directory")  # elsewhere: the lock did not probe it
 
     run = build_run(exp)
     restored = checkpointer.restore_latest(abstract_like(run.state, run.placement.state_shardings),

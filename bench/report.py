@@ -1,0 +1,56 @@
+"""Shared pieces of the bench scripts' generated reports: the machine, the commit, a section of a Markdown file."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from typing import Dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def machine_info() -> Dict[str, str]:
+    """uname, CPU model, cores, jax version and backend, Python, load average (1, 5, 15 min) now."""
+    import jax
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return dict(uname=" ".join(platform.uname()), cpu=cpu, cores=str(os.cpu_count()), jax=jax.__version__,
+                backend=f"{jax.default_backend()} x {jax.device_count()}", python=platform.python_version(),
+                load=load_average())
+
+
+def git_rev() -> str:
+    """The checkout's short commit, with "+dirty" when tracked files differ from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "jaxdistill", "bench"], cwd=ROOT,
+                               timeout=10).returncode
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def write_section(path: str, start: str, end: str, section: str) -> None:
+    """Replaces the text between the markers `start` and `end` of the Markdown file `path` by `section` (which
+    carries both markers), or appends it; other sections are kept. Written atomically."""
+    old = open(path).read() if os.path.exists(path) else "# Results\n"
+    if start in old and end in old:
+        a, b = old.index(start), old.index(end) + len(end)
+        new = old[:a] + section.rstrip("\n") + old[b:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section
+    with open(path + ".tmp", "w") as f:
+        f.write(new if new.endswith("\n") else new + "\n")
+    os.replace(path + ".tmp", path)
