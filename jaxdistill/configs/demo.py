@@ -3,9 +3,8 @@
 The demo (`jaxdistill/demo.py` runs it) distils the offline all-MiniLM-L6-v2 with HomoDistil to half its width
 on the Pang & Lee movie reviews, then fine-tunes teacher and student on the Pang & Lee sentences. Everything
 else that says "demo" uses this module: `homodistil:demo` is its distillation stage (`distill_config`),
-`finetune:pang_lee` its fine-tuning stage (`finetune_config`), and bench/compare_methods.py reuses its
-fine-tuning recipe. Sizes and step counts are chosen to finish in about 10 minutes on 2 CPU cores (assumed,
-not from a paper); `quick=True` gives a ~3-minute pipeline check.
+`finetune:pang_lee` its fine-tuning stage (`finetune_config`). Sizes and step counts are chosen to finish
+in about 10 minutes on 2 CPU cores (assumed, not from a paper); `quick=True` gives a ~3-minute pipeline check.
 
 Folder layout of a demo run (default `./jaxdistill-demo`): `data/reviews.txt` (the distillation corpus),
 `data/sentences.csv` (the task), `teacher-mlm/` (the teacher with a fitted MLM head), `distill/` and
