@@ -486,7 +486,7 @@ def report(s, args, teacher_info, distilled, ft, path):
           "average KL).",
           f"- Fine-tuning on the 4,000 Pang & Lee sentences, split once (seed {s['split_seed']}) into "
           f"{s['split'][0]:.0%} train / {s['split'][1]:.0%} validation / {s['split'][2]:.0%} test: {s['ft_epochs']:g} "
-          f"epochs, batch {s['ft_batch']}, max length {s['ft_max_length']}, seeds {list(s['ft_seeds'])} x lr "
+          f"epoch(s), batch {s['ft_batch']}, max length {s['ft_max_length']}, seeds {list(s['ft_seeds'])} x lr "
           f"{list(s['ft_lrs'])}; per seed the lr with the best validation accuracy is kept and its test "
           "accuracy reported; the test split is used for nothing else.",
           f"- CIs: paired bootstrap ({s['bootstrap']} resamples, 95 % percentile intervals) of A minus the arm: "
@@ -506,7 +506,7 @@ def report(s, args, teacher_info, distilled, ft, path):
                 continue
             acc = (f"{r['test_mean']:.1%} +- {100 * r['test_std']:.1f}" if "test_mean" in r else "not run yet")
             lrs = ", ".join(f"{x:g}" for x in r.get("lrs", [])) or "-"
-            L.append(f"| {arm}: {spec['label']} | {r['params'] / 1e6:.2f}M | {r['kl_area']:.4f} | {r['kl_max']:.4f} | "
+            L.append(f"| {arm}: {spec['label']} | {r['params'] / 1e6:.3g}M | {r['kl_area']:.4f} | {r['kl_max']:.4f} | "
                      f"{r['kl_final']:.4f} | {r['mlm_start']:.3f} -> {r['mlm_final']:.3f} | {acc} | {lrs} | "
                      f"{r['time_s'] / 60:.0f} min |")
         L.append("")
