@@ -241,8 +241,10 @@ def test_fit_mlm_head(env, capsys):
     result = json.loads(out[out.index("{"):])
     assert result["steps"] == 2 and np.isfinite(result["mlm_loss_after"])
     assert os.path.exists(os.path.join(out_dir, "config.json"))
-    code, _, err = run_cli(capsys, *argv)
-    assert code == 2 and "jaxdistill: error:" in err
+    code, out, err = run_cli(capsys, *argv)  # the same command again: the finished result is reused
+    assert code == 0 and json.loads(out[out.index("{"):])["cached"] is True, err
+    code, _, err = run_cli(capsys, *argv, "--lr", "1e-2")  # other settings never overwrite it silently
+    assert code == 2 and "jaxdistill: error:" in err and "is not empty" in err
     code, _, err = run_cli(capsys, *argv[:-2], "--steps", 0)
     assert code == 2 and "--steps must be positive" in err
 
