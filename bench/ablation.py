@@ -535,6 +535,9 @@ def main(argv=None):
                    help="stop after the last stage named (earlier stages run or are read from the cache)")
     raw = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(raw)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if args.quick and "xla_backend_optimization_level" not in flags:  # toy models: compile time dominates
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     import logging
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = QUICK if args.quick else FULL
