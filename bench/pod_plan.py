@@ -1,10 +1,10 @@
 r"""The pod plan, by simulation (issue 16, point 3): does the paper's HomoDistil step fit a pod slice, and how?
 
-    python bench/pod_plan.py              # the whole matrix (compiles each case once, ~30-60 min on 2 cores),
-                                          # then writes docs/scale.md from the cached results
+    python bench/pod_plan.py              # the whole matrix (30 cases, ~1 h of compiles on the shared 2-core
+                                          # machine), then writes docs/scale.md from the cached results
     python bench/pod_plan.py --report     # rewrite docs/scale.md from the cached results only (no compiles)
     python bench/pod_plan.py --only base-n8-data-a4-none-c0 [...]   # (re)compile some cases (cached as JSON)
-    python bench/pod_plan.py --quick      # a tiny BERT on 2 and 4 fake devices (seconds); prints, writes nothing
+    python bench/pod_plan.py --quick      # a tiny BERT on 2 and 4 fake devices (~30 s a case); prints, writes nothing
 
 What it does, per case: the engine's own `distill_step` (`train.build_step_fns`, the jitted, donating step a
 real run calls), built from the `homodistil:base` preset resolved by `experiment.resolve` exactly as `jaxdistill
@@ -130,7 +130,8 @@ CHUNK = 16384  # vocab_chunk_tokens: 16 positions x 1024 rows per chunk at accum
 
 
 def paper_matrix() -> List[Case]:
-    """The cases of docs/scale.md (each ~2-4 min to compile on the shared 2-core machine)."""
+    """The cases of docs/scale.md (40-120 s each to compile with scanned layers, up to 7 min unrolled, on the
+    shared 2-core machine)."""
     best = dict(remat="full", chunk=CHUNK, scan=True)   # layers scanned, each recomputed in the backward pass
     cases = [Case("base", 4, "data", accum=4, **best)]   # below the 8-device mesh: does it still fit?
     for n in (8, 16, 32):
@@ -257,7 +258,9 @@ def plan_case(case: Case, devices: Sequence = None, root: Optional[str] = None, 
     devices = list(devices) if devices is not None else jax.devices()[:case.devices]
     if len(devices) != case.devices:
         raise ValueError(f"case {case.name} needs {case.devices} devices, got {len(devices)}")
-    root = root or tempfile.mkdtemp(prefix="pod-plan-")
+    if root is None:
+        with tempfile.TemporaryDirectory(prefix="pod-plan-") as tmp:
+            return plan_case(case, devices, tmp, keep_hlo, compiler_options)
     exp = resolve_case(case, root)
     mesh = shard_lib.make_mesh(exp.mesh_sizes, devices=devices)
     placement, state, teacher, batch = abstract_inputs(exp, mesh)
@@ -286,7 +289,8 @@ def plan_case(case: Case, devices: Sequence = None, root: Optional[str] = None, 
                step_flops=task_distill.step_flops(exp, case.seq),
                params=sum(math.prod(x.shape) for x in jax.tree.leaves(state.params["student"])),
                teacher_params=sum(math.prod(x.shape) for x in jax.tree.leaves(teacher)),
-               compiler_options=dict(options), host_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+               compiler_options=dict(options),
+               host_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     if keep_hlo:
         out["hlo"] = hlo
     return out
@@ -432,30 +436,36 @@ def git_commit() -> str:
 
 def run_worker(n: int, names: Sequence[str], results: str, cases: Sequence[Case]) -> None:
     """In a process with `n` fake devices: compiles each named case and writes its JSON right away."""
-    import gc
     import jax
     assert jax.device_count() == n, f"expected {n} fake devices, got {jax.device_count()}"
     by_name = {c.name: c for c in cases}
-    root = tempfile.mkdtemp(prefix="pod-plan-")
-    for name in names:
-        case = by_name[name]
-        print(f"[{n} devices] {name}: compiling (load average {os.getloadavg()[0]:.1f})", flush=True)
-        try:
-            r = plan_case(case, root=root)
-            r.update(commit=git_commit(), jax=jax.__version__,
-                     when=datetime.datetime.now().isoformat(timespec="seconds"))
-            print(f"[{n} devices] {name}: peak {r['memory']['peak'] / GIB:.2f} GiB/device, temp "
-                  f"{r['memory']['temp'] / GIB:.2f} GiB, compile {r['compile_s']:.0f} s, host RSS "
-                  f"{r['host_peak_rss_mb']} MB", flush=True)
-        except Exception as e:  # recorded, and retried on the next run
-            r = dict(name=name, case=dataclasses.asdict(case), error=f"{type(e).__name__}: {e}",
-                     traceback=traceback.format_exc()[-4000:])
-            print(f"[{n} devices] {name}: FAILED {r['error']}", flush=True)
-        os.makedirs(results, exist_ok=True)
-        with open(result_path(results, case), "w") as f:
-            json.dump(r, f, indent=1)
-        jax.clear_caches()
-        gc.collect()
+    with tempfile.TemporaryDirectory(prefix="pod-plan-") as root:
+        for name in names:
+            compile_one(by_name[name], n, root, results)
+
+
+def compile_one(case: Case, n: int, root: str, results: str) -> None:
+    """Compiles one case in the worker and writes its JSON (or its error, retried on the next run)."""
+    import gc
+    import jax
+    name = case.name
+    print(f"[{n} devices] {name}: compiling (load average {os.getloadavg()[0]:.1f})", flush=True)
+    try:
+        r = plan_case(case, root=root)
+        r.update(commit=git_commit(), jax=jax.__version__,
+                 when=datetime.datetime.now().isoformat(timespec="seconds"))
+        print(f"[{n} devices] {name}: peak {r['memory']['peak'] / GIB:.2f} GiB/device, temp "
+              f"{r['memory']['temp'] / GIB:.2f} GiB, compile {r['compile_s']:.0f} s, host RSS "
+              f"{r['host_peak_rss_mb']} MB", flush=True)
+    except Exception as e:  # recorded, and retried on the next run
+        r = dict(name=name, case=dataclasses.asdict(case), error=f"{type(e).__name__}: {e}",
+                 traceback=traceback.format_exc()[-4000:])
+        print(f"[{n} devices] {name}: FAILED {r['error']}", flush=True)
+    os.makedirs(results, exist_ok=True)
+    with open(result_path(results, case), "w") as f:
+        json.dump(r, f, indent=1)
+    jax.clear_caches()
+    gc.collect()
 
 
 def spawn_workers(todo: Sequence[Case], results: str, matrix: str) -> None:
@@ -567,8 +577,12 @@ def is_best(c: dict) -> bool:
 
 
 def write_report(results: Sequence[dict], failed: Sequence[dict], path: str, command: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="pod-plan-report-") as root:
+        write_report_in(results, failed, path, command, root)
+
+
+def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, command: str, root: str) -> None:
     import jax
-    root = tempfile.mkdtemp(prefix="pod-plan-report-")
     commits = sorted({r.get("commit", "?") for r in results})
     checks = [r for r in results if r["case"].get("xla_default")]
     results = [r for r in results if not r["case"].get("xla_default")]
@@ -576,7 +590,6 @@ def write_report(results: Sequence[dict], failed: Sequence[dict], path: str, com
     families: Dict[tuple, List[dict]] = {}
     for r in results:
         families.setdefault(Case(**r["case"]).family, []).append(r)
-    fam_of = lambda r: families[Case(**r["case"]).family]
     base = [r for r in results if r["case"]["model"] == "base"]
     large = [r for r in results if r["case"]["model"] == "large"]
     cap_note = f"peak <= {FIT_FRACTION:.0%} of the device memory"
@@ -668,7 +681,8 @@ def write_report(results: Sequence[dict], failed: Sequence[dict], path: str, com
             "is what makes remat work here: with unrolled layers XLA is free to schedule every layer's recomputation "
             "early in the backward pass (a buffer live-range dump of the unrolled case, `--xla_dump_to`, showed the "
             "recomputed activations of all twelve layers live at the peak), so remat full with unrolled layers "
-            "saves much less (8-device table); under the scan one layer is recomputed at a time. The state itself (parameters, AdamW, PLATON "
+            "saves much less (8-device table); under the scan one layer is recomputed at a time. The state itself "
+            "(parameters, AdamW, PLATON "
             "importance, teacher) is ~3 GiB replicated; the activations of the per-device micro-batch are what "
             "decide the fit, so data parallelism with enough accumulation is the setting; fsdp buys little at this "
             "size (and is partitioned badly, see below).", ""]
@@ -814,7 +828,8 @@ def write_report(results: Sequence[dict], failed: Sequence[dict], path: str, com
             rows_total = c["batch"] // (sizes["data"] * sizes["fsdp"])
             v5e = " | "
             if slice_name == "v5e-256":
-                v5e = f"{largest['step_flops'] / (n * V5E_BF16_FLOPS):.3f} | {moved_gb(largest) * 1e9 / V5E_ICI_BYTES_S:.3f}"
+                compute_s = largest["step_flops"] / (n * V5E_BF16_FLOPS)
+                v5e = f"{compute_s:.3f} | {moved_gb(largest) * 1e9 / V5E_ICI_BYTES_S:.3f}"
             err = "measured" if est["fit_err"] is None else f"{est['fit_err']:.0%}"
             lines.append(f"| {c['model']} | {setting_label(c)} | {slice_name} | {rows_total} ({est['rows']}) | "
                          f"{gib(sum(est['arguments'].values()))} | {gib(est['temp'])} ({err}) | **{gib(est['peak'])}** | "
@@ -896,7 +911,8 @@ def main(argv=None) -> None:
     if args.quick:
         args.matrix = "quick"
         if args.results == RESULTS:
-            args.results = tempfile.mkdtemp(prefix="pod-plan-quick-")
+            with tempfile.TemporaryDirectory(prefix="pod-plan-quick-") as tmp:
+                return main(list(argv or sys.argv[1:]) + ["--results", tmp])
     cases = paper_matrix() if args.matrix == "paper" else quick_matrix()
     if args.worker:
         run_worker(args.worker, args.only, args.results, cases)
