@@ -676,7 +676,8 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
         lines += [
             f"The preset as shipped (`homodistil:base`: data parallel, accum_steps 4, layers unrolled, no remat, whole "
             f"[B, L, V] logits) needs {gib(p8['memory']['peak'])} GiB per device on {p8['case']['devices']} devices; "
-            f"with `train.scan_layers=true train.remat=full train.vocab_chunk_tokens={CHUNK}` the same step needs "
+            f"with `--config.train.scan_layers=true --config.train.remat=true` (= full; the command line takes only "
+            f"true/false for this field) `--config.train.vocab_chunk_tokens={CHUNK}` the same step needs "
             f"{gib(b8['memory']['peak'])} GiB ({b8['memory']['peak'] / p8['memory']['peak']:.2f}x). The layer scan "
             "is what makes remat work here: with unrolled layers XLA is free to schedule every layer's recomputation "
             "early in the backward pass (a buffer live-range dump of the unrolled case, `--xla_dump_to`, showed the "
