@@ -49,16 +49,14 @@ def put_global(tree, shardings):
     return jax.tree.map(one, tree, shardings)
 
 
-def create_state(model_config: BertConfig, student_params, tx, mesh, rules, seed: int, *,
+def state_layout(model_config: BertConfig, student_params, tx, mesh, rules, seed: int, *,
                  projections: Optional[dict] = None, pruning_config=None, student_specs=None):
-    """Builds the TrainState directly in its sharded layout; returns (state, state_shardings).
+    """(init, abstract, shardings) of the TrainState `create_state` builds, without allocating anything.
 
-    model_config / student_params: the trained Bert (host NumPy arrays). tx: the optax optimizer.
-    mesh / rules: the device mesh and logical-axis rules. seed: the dropout key is PRNGKey(seed).
-    projections: the objective's extra parameters ({} by default). pruning_config: a
-    `pruning.PruningConfig` to start all-ones masks and zero importance, or None (no pruning).
-    student_specs: the logical axis names of `student_params` when they are not a whole Bert's (default
-    `logical_axes(model_config)`): a part of the model (the MLM head alone) or another student (the BiLSTM).
+    init(student, projections, rng) -> TrainState is the jittable constructor; abstract is its
+    `jax.eval_shape` (ShapeDtypeStructs); shardings the NamedShardings of every leaf on `mesh` under `rules`.
+    `student_params` may be arrays or ShapeDtypeStructs (a planning tool, e.g. bench/pod_plan.py, passes
+    shapes only). The other arguments are `create_state`'s.
     """
     P = jax.sharding.PartitionSpec
     projections = {} if projections is None else projections
@@ -70,8 +68,7 @@ def create_state(model_config: BertConfig, student_params, tx, mesh, rules, seed
                           masks=pruning.init_masks(model_config) if pruning_on else {},
                           importance=pruning.init_importance(student) if pruning_on else {}, rng=rng)
 
-    rng = jax.random.PRNGKey(seed)
-    abstract = jax.eval_shape(init, student_params, projections, rng)
+    abstract = jax.eval_shape(init, student_params, projections, jax.random.PRNGKey(seed))
     student_specs = logical_axes(model_config) if student_specs is None else student_specs
     params_specs = {"student": student_specs, "projections": jax.tree.map(lambda _: P(), projections)}
     specs = TrainState(
@@ -80,9 +77,27 @@ def create_state(model_config: BertConfig, student_params, tx, mesh, rules, seed
         masks=jax.tree.map(lambda _: P(), abstract.masks),
         importance=shard_lib.specs_like(abstract.importance, abstract.params["student"], student_specs),
         rng=P())
-    shardings = shard_lib.logical_to_shardings(specs, abstract, mesh, rules)
+    return init, abstract, shard_lib.logical_to_shardings(specs, abstract, mesh, rules)
+
+
+def create_state(model_config: BertConfig, student_params, tx, mesh, rules, seed: int, *,
+                 projections: Optional[dict] = None, pruning_config=None, student_specs=None):
+    """Builds the TrainState directly in its sharded layout; returns (state, state_shardings).
+
+    model_config / student_params: the trained Bert (host NumPy arrays). tx: the optax optimizer.
+    mesh / rules: the device mesh and logical-axis rules. seed: the dropout key is PRNGKey(seed).
+    projections: the objective's extra parameters ({} by default). pruning_config: a
+    `pruning.PruningConfig` to start all-ones masks and zero importance, or None (no pruning).
+    student_specs: the logical axis names of `student_params` when they are not a whole Bert's (default
+    `logical_axes(model_config)`): a part of the model (the MLM head alone) or another student (the BiLSTM).
+    The layout (shapes and shardings) is `state_layout`'s.
+    """
+    projections = {} if projections is None else projections
+    init, _, shardings = state_layout(model_config, student_params, tx, mesh, rules, seed, projections=projections,
+                                      pruning_config=pruning_config, student_specs=student_specs)
     student = put_global(student_params, shardings.params["student"])
     projections = put_global(projections, shardings.params["projections"])
+    rng = jax.random.PRNGKey(seed)
     state = jax.jit(init, out_shardings=shardings)(student, projections, put_global(rng, shardings.rng))
     return state, shardings
 
