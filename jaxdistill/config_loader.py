@@ -205,6 +205,9 @@ def parse_value(text: str, field_type: Optional[type], key: str = "?") -> Any:
         return value if isinstance(value, str) else text
     if field_type in (tuple, list):
         return _parse_sequence(text, field_type, key)
+    if field_type is object:  # a bool-or-name field (train.remat, train.scan_layers)
+        low = text.strip().lower()
+        return True if low in _TRUE else False if low in _FALSE else _literal(text)
     if field_type in (dict, ml_collections.ConfigDict):
         value = _literal(text)
         if not isinstance(value, dict):

@@ -41,8 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
         seed=0,
         dropout=True,           # student dropout (the teacher always runs deterministically)
         dtype="float32",        # activation dtype; "bfloat16" on TPU/GPU (params, losses and softmax stay f32)
-        remat=False,            # student layers' remat policy: false/"none", true/"full", "dots_saveable"
-        scan_layers=False,      # layers under a scan (same parameters): true, false, "auto" = teacher >= 12 layers
+        # bool-or-name fields (field_type=object, so an override may give either):
+        remat=ml_collections.FieldReference(False, field_type=object),  # false/"none", true/"full", "dots_saveable"
+        scan_layers=ml_collections.FieldReference(False, field_type=object),  # true, false, "auto" (>= 12 layers)
         vocab_chunk_tokens=0,   # > 0: MLM logits and their losses computed ~this many tokens at a time; 0 = whole
         log_every=50, eval_every=0, eval_batches=2,
         eval_per_batch=False,   # also log each held-out batch's eval/kl and eval/mlm (lists), e.g. for bootstrap CIs

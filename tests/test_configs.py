@@ -190,6 +190,19 @@ def test_overrides_are_parsed_with_the_field_type():
     assert c.pruning.hidden is None and c.train.lr == 2.0 and isinstance(c.train.lr, float)
 
 
+@pytest.mark.parametrize("item,value,policy", [
+    ("--config.train.remat=full", "full", "full"), ("--config.train.remat=dots_saveable", "dots_saveable",
+                                                     "dots_saveable"),
+    ("--config.train.remat=true", True, "full"), ("--config.train.remat=false", False, "none")])
+def test_bool_or_name_fields_take_either(item, value, policy):
+    """train.remat / train.scan_layers accept a bool or a name on the command line (the error messages suggest
+    names such as --config.train.remat=dots_saveable)."""
+    from jaxdistill.experiment import remat_of, scan_layers_of
+    c = apply_overrides(_cfg(), [item, "--config.train.scan_layers=auto"])
+    assert c.train.remat == value and remat_of(c.train) == policy
+    assert c.train.scan_layers == "auto" and scan_layers_of(c.train, 12) is True and not scan_layers_of(c.train, 6)
+
+
 @pytest.mark.parametrize("item,message", [
     ("--config.train.stepz=3", r"unknown config key 'train.stepz'; did you mean train.steps"),
     ("--config.trian.steps=3", r"unknown config key 'trian.steps'; did you mean train.steps"),
