@@ -272,7 +272,7 @@ def teacher_stage(work: str, results: str, s: Dict[str, Any], paths: Dict[str, s
     out = finetune.finetune_and_evaluate(c, os.path.join(work, "teacher"))
     info = dict(settings=want, base=base, steps=out["steps"], validation=out["metrics"],
                 test=test_accuracy(model, paths, s), params=param_count(model), wall_s=time.time() - t0,
-                load_start=load0, load_end=load_average(), commit=git_rev(), command=COMMAND)
+                load_start=load0, load_end=load_average(), commit=COMMIT, command=COMMAND)
     return write_json(marker, info)
 
 
@@ -286,7 +286,7 @@ def homodistil_stage(work: str, results: str, s: Dict[str, Any], paths: Dict[str
         return dict(path=path, source=f"given: {args.homodistil_student}", params=param_count(path))
     if args.no_homodistil:
         return dict(path=None, source="skipped (--no-homodistil)")
-    from jaxdistill import mlm_head, train
+    from jaxdistill import mlm_head
     from jaxdistill.configs import demo as demo_setup
     marker = os.path.join(results, "homodistil_student.json")
     want = plain(dict(quick=s["quick"], demo=demo_setup.settings(s["quick"])))
@@ -314,24 +314,23 @@ def homodistil_stage(work: str, results: str, s: Dict[str, Any], paths: Dict[str
                                 eval_every=2, eval_batches=1, checkpoint_every=d["distill_steps"]))
         c.metrics.progress = False
         c.metrics.tensorboard = False
+        c.export.overwrite = True  # a finished run re-exports into its own student folder
         return c
 
     teacher_mlm = os.path.join(folder, "teacher-mlm")
     head_marker = os.path.join(folder, "teacher-mlm.json")
     head = read_json(head_marker)
-    if head is None:
+    if head is None or head.get("settings") != want:
         print("[homodistil] the demo's stage 1: fitting an MLM head on the frozen teacher", flush=True)
         head = mlm_head.fit_mlm_head(base, demo_config(base).data, teacher_mlm, steps=d["mlm_head_steps"],
                                      batch_size=d["mlm_head_batch"], lr=d["mlm_head_lr"], overwrite=True,
                                      progress=False)
-        write_json(head_marker, head)
+        head = write_json(head_marker, plain(dict(head, settings=want)))
     print(f"[homodistil] the demo's stage 2: HomoDistil, {d['distill_steps']} steps", flush=True)
-    summary = train.train_and_evaluate(demo_config(teacher_mlm), os.path.join(folder, "distill"))
-    if summary.get("status") not in ("completed", "already_complete"):
-        raise RuntimeError(f"the HomoDistil stage ended with status {summary.get('status')}")
+    summary = distill(demo_config(teacher_mlm), os.path.join(folder, "distill"), plain(dict(want, head=head)))
     info = dict(settings=want, source="the demo's distillation stage, run by this script (jaxdistill/configs/demo.py)",
                 params=param_count(student), held_out_kl=(summary.get("metrics") or {}).get("eval/kl"),
-                wall_s=time.time() - t0, load_start=load0, load_end=load_average(), commit=git_rev(), command=COMMAND)
+                wall_s=time.time() - t0, load_start=load0, load_end=load_average(), commit=COMMIT, command=COMMAND)
     write_json(marker, info)
     return dict(info, path=student)
 
@@ -421,7 +420,7 @@ def arm_stage(arm: str, seed: int, work: str, results: str, s: Dict[str, Any], p
     export = os.path.join(workdir, "export")
     info = dict(settings=want, arm=arm, seed=seed, test=test_accuracy(export, paths, s),
                 validation=summary.get("validation"), params=param_count(export), export=export,
-                wall_s=time.time() - t0, load_start=load0, load_end=load_average(), commit=git_rev(), command=COMMAND)
+                wall_s=time.time() - t0, load_start=load0, load_end=load_average(), commit=COMMIT, command=COMMAND)
     print(f"[{arm}] seed {seed}: test accuracy {info['test']['accuracy']:.4f} ({info['wall_s']:.0f} s)", flush=True)
     return write_json(marker, info)
 
@@ -469,7 +468,7 @@ def timing_stage(results: str, s: Dict[str, Any], paths: Dict[str, str], models:
     out = {name: dict(median_ms=1e3 * float(np.median(t)), q25_ms=1e3 * float(np.percentile(t, 25)),
                       q75_ms=1e3 * float(np.percentile(t, 75)), model=models[name]) for name, t in times.items()}
     return write_json(marker, dict(settings=want, models=out, load_start=load0, load_end=load_average(),
-                                   commit=git_rev(), command=COMMAND))
+                                   commit=COMMIT, command=COMMAND))
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -508,10 +507,21 @@ def report(s: Dict[str, Any], paths: Dict[str, str], teacher: dict, hd: dict, ar
     ta = teacher["test"]["accuracy"]
     n_test = int(teacher["test"]["num_examples"])
     t_half = 1.96 * math.sqrt(ta * (1 - ta) / n_test)
+    teacher_epochs = "" if s["teacher_steps"] else f" = {s['teacher_epochs']:g} epochs"
+    epochs = s["steps"] * s["batch"] / counts["train"]["rows"]
+    hd_detail = ""
+    if hd.get("held_out_kl") is not None:
+        hd_detail = (f" (its held-out teacher-student KL on MLM predictions {hd['held_out_kl']:.3f}; stage time "
+                     f"{hd.get('wall_s', 0) / 60:.1f} min)")
     L = [START, "## Task-specific distillation (Pang & Lee sentences)", "",
          "Generated by `bench/task_distill.py`; do not edit by hand (rerun the script).", ""]
     if s["quick"]:
         L += ["**QUICK RUN: toy sizes, a tiny random teacher; the numbers below mean nothing.**", ""]
+    expected = len(ARMS) * len(s["seeds"])
+    present = sum(len(rs) for rs in arms.values())
+    if present < expected or not tms:
+        L += [f"**PARTIAL: {present} of the {expected} (arm, seed) results"
+              + ("" if tms else ", no inference timing yet") + "; rerun the command to complete the study.**", ""]
     L += [f"**Command(s):** {', '.join(f'`{c}`' for c in commands)}  ",
           f"**Commit(s):** {', '.join(commits)}; report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
           f"compute time {compute / 60:.1f} min (all stages, summed from their result files).  ",
@@ -525,12 +535,12 @@ def report(s: Dict[str, Any], paths: Dict[str, str], teacher: dict, hd: dict, ar
           "everything below was fixed before the run and is the same for every arm; the test split gives the "
           "reported accuracy and nothing else.",
           f"- Teacher: {('a tiny random BERT (quick)' if s['quick'] else 'all-MiniLM-L6-v2')} fine-tuned on the "
-          f"training split ({teacher['steps']} steps = {s['teacher_epochs']:g} epochs, batch {s['batch']}, max length "
+          f"training split ({teacher['steps']} steps{teacher_epochs}, batch {s['batch']}, max length "
           f"{s['max_length']}, AdamW lr {s['teacher_lr']:g}, 10 % warm-up then linear decay, dropout on, seed 0): "
           f"test accuracy **{pct(ta)}** (95 % binomial CI {pct(ta - t_half)}-{pct(ta + t_half)}), validation "
           f"{pct(teacher['validation']['accuracy'])}.",
-          f"- Every student: {s['steps']} optimizer steps at batch {s['batch']} (~{s['steps'] * s['batch'] / counts['train']['rows']:.2f} "
-          f"epochs of the training split), max length {s['max_length']}, AdamW (weight decay 0.01, grad clip 1), "
+          f"- Every student: {s['steps']} optimizer steps at batch {s['batch']} (~{epochs:.2f} epochs of the training "
+          f"split), max length {s['max_length']}, AdamW (weight decay 0.01, grad clip 1), "
           f"lr {s['lr_bert']:g} for the BERT students and {s['lr_bilstm']:g} for the BiLSTM (the presets' values), "
           f"{int(100 * s['warmup_ratio'])} % warm-up then linear decay, dropout on where the model has it; the last "
           f"step's student is evaluated. Seeds {s['seeds']}.",
@@ -541,7 +551,10 @@ def report(s: Dict[str, Any], paths: Dict[str, str], teacher: dict, hd: dict, ar
           f"(the teacher's word embeddings projected onto their top principal directions), one bidirectional LSTM "
           f"layer of {s['bilstm']['hidden_size']} per direction, ReLU layer {s['bilstm']['dense_size']}, classifier.",
           f"- HomoDistil student: {hd.get('source')}" + (f", {hd['params'] / 1e6:.2f}M parameters" if hd.get('params')
-                                                         else "") + ".",
+                                                         else "") + hd_detail + ". `jaxdistill demo` distils "
+          "all-MiniLM-L6-v2 (with an MLM head fitted on the frozen encoder) on the 1,500 Pang & Lee reviews, pruning "
+          "an exact copy to hidden 192, 6 of 12 heads, FFN 768 over 120 steps of 8 x 128 tokens; its classifier is "
+          "new here (the same for both HomoDistil rows).",
           f"- Augmentation (BiLSTM, last arm): {s['aug_copies']} augmented copies per training sentence (Tang et al.'s "
           "n_iter), drawn into the same step budget as every other arm: the run sees "
           f"{s['steps'] * s['batch']} rows out of {counts['train']['rows'] * (1 + s['aug_copies'])}, ~1 in "
@@ -566,7 +579,8 @@ def report(s: Dict[str, Any], paths: Dict[str, str], teacher: dict, hd: dict, ar
     for arm, (student, objective, _) in ARMS.items():
         rs = sorted(arms.get(arm, []), key=lambda r: r["seed"])
         if not rs:
-            reason = "skipped: no HomoDistil student (see Setup)" if arm in HOMODISTIL_ARMS else "not run"
+            skipped = arm in HOMODISTIL_ARMS and str(hd.get("source", "")).startswith(("skipped", "not requested"))
+            reason = "skipped: no HomoDistil student (see Setup)" if skipped else "not run yet"
             L.append(f"| {student} | {objective} | - | - | - | {reason} | - | - | - |")
             continue
         acc = [r["test"]["accuracy"] for r in rs]
@@ -578,16 +592,17 @@ def report(s: Dict[str, Any], paths: Dict[str, str], teacher: dict, hd: dict, ar
                  f"{f'{teacher_ms / ms:.2f}x' if ms and teacher_ms else '-'} | **{pct(st['mean'])}** +- "
                  f"{pct(st['std'])} | {pct(st['lo'])}-{pct(st['hi'])} | {', '.join(pct(a) for a in acc)} | "
                  f"{pct(val['mean'])} |")
-    L += ["", "Inference time: the median over the rounds; the timing of each student kind is that of one of its "
-          "exports (the architectures are the same within a kind). Interquartile ranges: " +
-          ", ".join(f"{k} {tms[k]['q25_ms']:.1f}-{tms[k]['q75_ms']:.1f} ms" for k in TIMED if k in tms) + ".",
-          "", "### What the numbers show", ""]
-    L += findings(stats, ta, s)
+    if tms:
+        L += ["", "Inference time: the median over the rounds; the timing of each student kind is that of one of its "
+              "exports (the architectures are the same within a kind). Interquartile ranges: " +
+              ", ".join(f"{k} {tms[k]['q25_ms']:.1f}-{tms[k]['q75_ms']:.1f} ms" for k in TIMED if k in tms) + "."]
+    L += ["", "### What the numbers show", ""]
+    L += findings(stats, ta, s, n_test)
     L += ["", END]
     return "\n".join(L) + "\n"
 
 
-def findings(stats: Dict[str, dict], teacher_acc: float, s: Dict[str, Any]) -> List[str]:
+def findings(stats: Dict[str, dict], teacher_acc: float, s: Dict[str, Any], n_test: int) -> List[str]:
     out = []
     ranked = sorted(stats, key=lambda a: -stats[a]["mean"])
     if ranked:
@@ -604,27 +619,30 @@ def findings(stats: Dict[str, dict], teacher_acc: float, s: Dict[str, Any]) -> L
                 continue
             d = stats[o]["mean"] - b["mean"]
             spread = max(b["std"], stats[o]["std"])
-            verdict = ("within the seed spread" if abs(d) <= spread else
-                       ("above" if d > 0 else "below") + " the seed spread")
             separated = stats[o]["lo"] > b["hi"] or stats[o]["hi"] < b["lo"]
-            out.append(f"- {ARMS[o][0]}: {ARMS[o][1]} vs {ARMS[base][1]}: {100 * d:+.1f} points ({verdict}, largest "
-                       f"seed std {100 * spread:.1f}); the 95 % t intervals {'do not overlap' if separated else 'overlap'}.")
+            out.append(f"- {ARMS[o][0]}: {ARMS[o][1]} vs {ARMS[base][1]}: {100 * d:+.1f} points, "
+                       f"{'more' if abs(d) > spread else 'no more'} than the larger of their seed standard deviations "
+                       f"({100 * spread:.1f}); their 95 % t intervals {'do not overlap' if separated else 'overlap'}.")
     if stats:
         best = ranked[0]
         out.append(f"- The best student is {100 * (teacher_acc - stats[best]['mean']):.1f} points below the teacher.")
-    out.append(f"- Caveats: {s['steps']} steps per student (under one epoch) is a short budget chosen to fit the "
-               "CPU time of this study; with 3 seeds the t intervals are wide (t = 4.3), so only differences well "
-               "beyond the seed spread are evidence. The test split has "
-               "a binomial standard error of about 1.6 points per model.")
+    se = f"{100 * math.sqrt(0.25 / n_test):.1f}" if n_test else "?"
+    out.append(f"- Caveats: {s['steps']} optimizer steps per student (under one epoch) is a short budget, chosen to "
+               f"fit the CPU time of this study: the students are far from converged, and the ranking may change "
+               f"with longer training. With {len(s['seeds'])} seeds the t intervals are wide (t = "
+               f"{t_quantile(max(len(s['seeds']), 2)):.1f}), so only differences well beyond the seed spread are "
+               f"evidence. One accuracy on the {n_test} test sentences has a binomial standard error of up to {se} "
+               "points.")
     return out
 
 
 # ------------------------------------------------------------------------------------------------------ main
 COMMAND = ""
+COMMIT = ""  # the commit this process runs (HEAD when it started; "+dirty": tracked files differed from it)
 
 
 def main(argv=None) -> int:
-    global COMMAND
+    global COMMAND, COMMIT
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="every stage at toy size (a pipeline check, < 1 min)")
     p.add_argument("--steps", type=int, default=0, help="student optimizer steps (default 60; quick 2)")
@@ -640,10 +658,13 @@ def main(argv=None) -> int:
                    help="one JSON per finished stage / (arm, seed)")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results.md"))
     p.add_argument("--retime", action="store_true", help="measure inference again even if timing.json exists")
+    p.add_argument("--report-only", action="store_true",
+                   help="train and time nothing: write the section from the result files there are (partial)")
     p.add_argument("--no-compile-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     COMMAND = "python bench/task_distill.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    COMMIT = git_rev()
     work, results = os.path.abspath(args.work), os.path.abspath(args.results)
     os.makedirs(work, exist_ok=True)
     flags = os.environ.get("XLA_FLAGS", "")
@@ -658,9 +679,14 @@ def main(argv=None) -> int:
           flush=True)
     t0 = time.time()
     paths = prepare_data(work, s, args.data_csv)
-    teacher = teacher_stage(work, results, s, paths)
+    teacher = read_json(os.path.join(results, "teacher.json")) if args.report_only else \
+        teacher_stage(work, results, s, paths)
+    if teacher is None:
+        raise SystemExit(f"--report-only: no {os.path.join(results, 'teacher.json')} yet")
     paths["teacher"] = os.path.join(work, "teacher", "model")
     print(f"[teacher] test accuracy {teacher['test']['accuracy']:.4f}", flush=True)
+    if args.report_only:
+        return report_only(args, s, paths, teacher, results, machine)
     hd: dict = dict(path=None, source="not requested (--arms)")
     done: Dict[str, List[dict]] = {}
     arms = [a for a in ARMS if a in args.arms]
@@ -682,6 +708,23 @@ def main(argv=None) -> int:
     write_results(section, args.out)
     print(section, flush=True)
     print(f"task_distill: wrote {args.out} ({(time.time() - t0) / 60:.1f} min this invocation)", flush=True)
+    return 0
+
+
+def report_only(args, s: Dict[str, Any], paths: Dict[str, str], teacher: dict, results: str, machine) -> int:
+    """--report-only: the section from the result files there are now (a study still running, or cut short)."""
+    done: Dict[str, List[dict]] = {}
+    for arm in (a for a in ARMS if a in args.arms):
+        for seed in s["seeds"]:
+            r = read_json(os.path.join(results, f"{arm}-seed{seed}.json"))
+            want = plain(dict(run_settings(s), arm=arm, seed=seed))
+            if r is not None and {k: v for k, v in r["settings"].items() if k != "homodistil_student"} == want:
+                done.setdefault(arm, []).append(r)
+    hd = read_json(os.path.join(results, "homodistil_student.json")) or dict(source=(
+        f"given: {args.homodistil_student}" if args.homodistil_student else "not run yet"))
+    timing = read_json(os.path.join(results, "timing.json")) or {}
+    write_results(report(s, paths, teacher, hd, done, timing, machine, 0.0), args.out)
+    print(f"task_distill: wrote {args.out} from {sum(map(len, done.values()))} (arm, seed) results", flush=True)
     return 0
 
 
