@@ -101,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         Restores the newest checkpoint of a distillation run (or --step), compacts the pruned student and
         writes it to OUT as a standard Hugging Face BERT directory (AutoModel, AutoModelForMaskedLM and
         pipeline("fill-mask") load it with the same outputs; non-standard head widths are zero-padded and the
-        overhead reported), with the teacher's tokenizer files and a model card (README.md).
+        overhead reported), with the teacher's tokenizer files and a model card (README.md). The student of a
+        task distillation (data.kind="task") is written as that run writes it: a BERT as a
+        BertForSequenceClassification directory with the teacher's label names, a BiLSTM in jaxdistill's own
+        BiLSTM format; `jaxdistill evaluate --model OUT` scores either.
         """, """
         examples:
           jaxdistill export --workdir /tmp/smoke --out /tmp/smoke-student --step 6

@@ -151,17 +151,38 @@ def validation_metrics(exp, task, student_params, batch_size: int = 128) -> Dict
 
 
 def write_label_names(out_dir: str, label_names: Sequence[str]) -> None:
-    """Puts the task's label names (id order) into an exported classifier's config.json."""
+    """Puts the task's label names (id order) into an exported classifier's config.json (local or gs://)."""
     if not label_names:
         return
-    path = os.path.join(out_dir, "config.json")
-    with open(path) as f:
-        d = json.load(f)
+    from jaxdistill import storage
+    path = storage.join(out_dir, "config.json")
+    d = storage.read_json(path)
     d["id2label"] = {str(i): str(n) for i, n in enumerate(label_names)}
     d["label2id"] = {str(n): i for i, n in enumerate(label_names)}
     d["problem_type"] = "single_label_classification"
-    with open(path, "w") as f:
-        json.dump(d, f, indent=2, sort_keys=True)
+    storage.write_json(path, d, indent=2, sort_keys=True)
+
+
+def teacher_label_names(teacher_path: str) -> Tuple[str, ...]:
+    """The fine-tuned teacher's id-ordered label names (() when it names none or cannot be read): what a task
+    student's classifier was checked against, so what an export from its workdir names."""
+    from jaxdistill import storage
+    path = str(teacher_path)
+    try:
+        if storage.is_remote(path) or (not os.path.isdir(path) and hf.looks_like_hub_id(path)):
+            path = hf.resolve_path(path)
+        return label_names_of(path)
+    except Exception:  # noqa: BLE001 - unnamed labels are allowed (LABEL_i in the export)
+        return ()
+
+
+def bilstm_config_from_params(params, embeddings: str = "teacher") -> bilstm.BiLSTMConfig:
+    """The `BiLSTMConfig` whose sizes are those of a BiLSTM student's `params` (a checkpoint's)."""
+    vocab_size, embedding_size = np.shape(params["embeddings"]["embedding"])
+    two_h, dense_size = np.shape(params["dense"]["kernel"])
+    return bilstm.BiLSTMConfig(vocab_size=int(vocab_size), num_labels=int(np.shape(params["classifier"]["kernel"])[1]),
+                               embedding_size=int(embedding_size), hidden_size=int(two_h) // 2,
+                               dense_size=int(dense_size), embeddings=str(embeddings))
 
 
 def export(exp, student_params, out_dir: str, label_names: Sequence[str],

@@ -141,6 +141,24 @@ def test_task_distill_runs_evaluates_and_exports(task_root, spec, extra, capsys)
         assert cfg["model_type"] == bilstm.MODEL_TYPE
     else:
         assert cfg["architectures"] == ["BertForSequenceClassification"] and cfg["num_hidden_layers"] == 3
+    # `jaxdistill export --workdir` writes the same student in the same format, which `evaluate` scores alike
+    again = os.path.join(work, "export-again")
+    old = os.getcwd()
+    os.chdir(task_root)  # the presets name the teacher relative to the directory the run started in
+    try:
+        assert cli.main(["export", "--workdir", work, "--out", again]) == 0
+    finally:
+        os.chdir(old)
+    cfg2 = json.load(open(os.path.join(again, "config.json")))
+    assert {k: cfg2.get(k) for k in ("model_type", "architectures", "id2label")} == \
+        {k: cfg.get(k) for k in ("model_type", "architectures", "id2label")}
+    from safetensors.numpy import load_file
+    ours, theirs = load_file(os.path.join(again, "model.safetensors")), load_file(os.path.join(export, "model.safetensors"))
+    assert sorted(ours) == sorted(theirs) and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", again, "--task-file", os.path.join(task_root, "runs/task-smoke/task.csv"),
+                     "--validation-fraction", "0.25", "--max-length", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == result["metrics"]
 
 
 def test_label_order_mismatch_is_an_error_before_compiling(task_root, tmp_path):

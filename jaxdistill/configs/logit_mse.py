@@ -12,7 +12,8 @@ Student: 6 layers copied from the teacher (DistilBERT's [0, 2, 4, 7, 9, 11]).
 Distilled BiLSTM (Tang et al. 2019), the papers' setting: a fine-tuned teacher, a BiLSTM student
 (`models.bilstm`; embeddings projected from the teacher's word embeddings), 0.5 * logit MSE + 0.5 * hard CE on
 task data, with Tang et al.'s augmentation in `bilstm_aug_pang_lee` (`data.augment`: p_mask 0.1, p_ng 0.25,
-n-grams of 1..5 words, 20 copies: the paper's SST-2 settings; POS-guided replacement not implemented):
+n-grams of 1..5 words, 20 copies: Tang et al.'s, checked against the official code, see `data.augment`;
+POS-guided replacement not implemented):
 
     jaxdistill distill --config logit_mse:bilstm_task_smoke --workdir runs/task-smoke/bilstm   # CPU, seconds
     jaxdistill distill --config logit_mse:bilstm_pang_lee --workdir runs/pang-lee/bilstm

@@ -2,7 +2,10 @@
 
 `export_student(...)` is the last act of a finished run; `export_from_workdir(workdir, out_dir)` does the
 same from a run's saved checkpoint (its newest, or `step`). Both write a standard BERT directory (see
-`models.hf.export`) with a model card, or jaxdistill's own format when `own_format=True`.
+`models.hf.export`) with a model card, or jaxdistill's own format when `own_format=True`. From the workdir of
+a task distillation (`data.kind="task"`, `jaxdistill.task_distill`), a BERT student is written as a
+`BertForSequenceClassification` directory with the teacher's label names, and a BiLSTM student in its own
+format (`models.bilstm.save`), which `jaxdistill evaluate` loads: what the run itself exports.
 `card_metadata(...)` gathers what the model card says about the run.
 """
 from __future__ import annotations
@@ -82,6 +85,7 @@ def config_from_params(base: BertConfig, params) -> BertConfig:
                         num_attention_heads=q[1], head_dim=head_dim,
                         intermediate_size=np.shape(params["layer_0"]["intermediate"]["kernel"])[1],
                         with_mlm_head="mlm_bias" in params, with_pooler="pooler" in params,
+                        num_labels=int(np.shape(params["classifier"]["kernel"])[1]) if "classifier" in params else 0,
                         dtype="float32", remat=False)
 
 
@@ -98,9 +102,12 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     """Exports the student of a distillation workdir (its newest checkpoint, or `step`) to `out_dir`.
 
     The masked student is compacted first (HomoDistil), then written as a standard BERT directory (or in
-    jaxdistill's own format with `own_format`) with the teacher's tokenizer files and a model card.
-    Returns `export_student`'s result plus "step".
+    jaxdistill's own format with `own_format`) with the teacher's tokenizer files and a model card. A task
+    run's student (`data.kind="task"`) is written as the run writes it: a BERT as a classifier directory
+    with the teacher's label names, a BiLSTM in its own format (`own_format` does not apply).
+    Returns `export_student`'s (or `bilstm.save`'s) result plus "step" and "out_dir".
     """
+    from jaxdistill import task_distill
     cfg_path = storage.join(workdir, "config.json")
     if not storage.exists(cfg_path):
         raise FileNotFoundError(f"{workdir!r} is not a jaxdistill workdir (no config.json); pass the --workdir "
@@ -111,12 +118,23 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     step, state = ckpt_lib.read_state(storage.join(storage.absolute(workdir), "checkpoints"), step)
     student = jax.tree.map(np.asarray, state["params"]["student"])
     teacher_path = config["teacher"]["path"]
-    base = hf.config_of(teacher_path)  # non-shape fields (activation, eps, positions); a hub id from the cache
     tokenizer_dir = config["teacher"].get("tokenizer") or teacher_path
-    masks = jax.tree.map(np.asarray, state.get("masks") or {})
     metrics = _run_metrics(workdir) if step == int(config["train"]["steps"]) else {}
-    result = export_student(config_from_params(base, student), student, masks, out_dir, tokenizer_dir,
-                            overwrite=overwrite, own_format=own_format,
-                            metadata=card_metadata(config, step, metrics))
-    result["step"] = step
+    metadata = card_metadata(config, step, metrics)
+    task_run = (config.get("data") or {}).get("kind") == "task"
+    labels = task_distill.teacher_label_names(teacher_path) if task_run else ()
+    student_section = config.get("student") or {}
+    if student_section.get("kind", "bert") == "bilstm":
+        embeddings = (student_section.get("bilstm") or {}).get("embeddings", "teacher")
+        from jaxdistill.models import bilstm
+        result = bilstm.save(task_distill.bilstm_config_from_params(student, embeddings), student, out_dir,
+                             tokenizer_dir, labels, metadata)
+    else:
+        base = hf.config_of(teacher_path)  # non-shape fields (activation, eps, positions); a hub id from the cache
+        masks = jax.tree.map(np.asarray, state.get("masks") or {})
+        result = export_student(config_from_params(base, student), student, masks, out_dir, tokenizer_dir,
+                                overwrite=overwrite, own_format=own_format, metadata=metadata)
+        if task_run:
+            task_distill.write_label_names(out_dir, labels)
+    result.update(step=step, out_dir=out_dir)
     return result
