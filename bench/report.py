@@ -4,16 +4,17 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from typing import Dict
+from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_average() -> str:
+def load_average() -> List[float]:
+    """The 1, 5 and 15-minute load averages ([] where the OS has none)."""
     try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+        return [round(x, 2) for x in os.getloadavg()]
     except OSError:
-        return "?"
+        return []
 
 
 def machine_info() -> Dict[str, str]:
@@ -27,7 +28,7 @@ def machine_info() -> Dict[str, str]:
         pass
     return dict(uname=" ".join(platform.uname()), cpu=cpu, cores=str(os.cpu_count()), jax=jax.__version__,
                 backend=f"{jax.default_backend()} x {jax.device_count()}", python=platform.python_version(),
-                load=load_average())
+                load=" ".join(f"{x:.2f}" for x in load_average()) or "?")
 
 
 def git_rev() -> str:
@@ -35,8 +36,8 @@ def git_rev() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=10).stdout.strip() or "?"
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "jaxdistill", "bench"], cwd=ROOT,
-                               timeout=10).returncode
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return "?"
@@ -46,6 +47,7 @@ def write_section(path: str, start: str, end: str, section: str) -> None:
     """Replaces the text between the markers `start` and `end` of the Markdown file `path` by `section` (which
     carries both markers), or appends it; other sections are kept. Written atomically."""
     old = open(path).read() if os.path.exists(path) else "# Results\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if start in old and end in old:
         a, b = old.index(start), old.index(end) + len(end)
         new = old[:a] + section.rstrip("\n") + old[b:]

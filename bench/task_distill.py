@@ -41,9 +41,7 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -52,6 +50,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from report import git_rev, load_average, machine_info, write_section  # noqa: E402
 
 START, END = "<!-- task_distill:start -->", "<!-- task_distill:end -->"
 BERT_LAYERS = (0, 3, 5)
@@ -124,36 +125,6 @@ def write_json(path: str, data: dict) -> dict:
         f.write("\n")
     os.replace(path + ".tmp", path)
     return data
-
-
-def load_average() -> List[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
-def git_rev() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip() or "?"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-
-
-def machine_info() -> Dict[str, Any]:
-    import jax
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return dict(uname=" ".join(platform.uname()), cpu=cpu, cores=os.cpu_count(), jax=jax.__version__,
-                backend=f"{jax.default_backend()} x {jax.device_count()}", python=platform.python_version())
 
 
 def param_count(model_dir: str) -> int:
@@ -705,7 +676,7 @@ def main(argv=None) -> int:
             models[kind] = pick["export"]
     timing = timing_stage(results, s, paths, models, args.retime)
     section = report(s, paths, teacher, hd, done, timing, machine, time.time() - t0)
-    write_results(section, args.out)
+    write_section(args.out, START, END, section)
     print(section, flush=True)
     print(f"task_distill: wrote {args.out} ({(time.time() - t0) / 60:.1f} min this invocation)", flush=True)
     return 0
@@ -723,23 +694,9 @@ def report_only(args, s: Dict[str, Any], paths: Dict[str, str], teacher: dict, r
     hd = read_json(os.path.join(results, "homodistil_student.json")) or dict(source=(
         f"given: {args.homodistil_student}" if args.homodistil_student else "not run yet"))
     timing = read_json(os.path.join(results, "timing.json")) or {}
-    write_results(report(s, paths, teacher, hd, done, timing, machine, 0.0), args.out)
+    write_section(args.out, START, END, report(s, paths, teacher, hd, done, timing, machine, 0.0))
     print(f"task_distill: wrote {args.out} from {sum(map(len, done.values()))} (arm, seed) results", flush=True)
     return 0
-
-
-def write_results(section: str, path: str) -> None:
-    """Replaces the section between START and END of `path` (appends it when absent); the rest is kept."""
-    old = open(path).read() if os.path.exists(path) else "# Results\n\n"
-    if START in old and END in old:
-        a, b = old.index(START), old.index(END) + len(END)
-        new = old[:a] + section.rstrip("\n") + old[b:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(new if new.endswith("\n") else new + "\n")
-    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
