@@ -159,13 +159,23 @@ def check_batch_divisible(global_batch_size: int, shape: Sequence[int], process_
         raise ConfigError(f"{field} {global_batch_size} is not divisible by the {process_count} processes")
 
 
-def jit_with_rules(fn: Callable, rules, **jit_kwargs) -> Callable:
-    """`jax.jit(fn, **jit_kwargs)` (in/out shardings, donation), traced under the logical-axis `rules` so the
-    model's `with_sharding_constraint`s on logical names resolve to mesh axes."""
+def jit_with_rules(fn: Callable, rules, mesh: Optional[Mesh] = None, **jit_kwargs) -> Callable:
+    """`jax.jit(fn, **jit_kwargs)` (in/out shardings, donation), traced under the logical-axis `rules` and, when
+    given, `mesh`, so the model's `nn.with_logical_constraint`s on logical names resolve to mesh axes.
+
+    Flax applies those constraints only when a mesh is in context while tracing (`meta.global_mesh_defined`,
+    i.e. a non-empty `jax.sharding.get_abstract_mesh()`); with the rules alone they are silently dropped and the
+    partitioner is free to, e.g., compute fsdp activations on the whole batch and all-reduce them. The mesh is
+    entered as an abstract mesh inside the traced function (`jax.set_mesh` may not be used inside jit), so it
+    holds exactly while the model is traced, however the result is later called, lowered or compiled.
+    """
     @functools.wraps(fn)
     def wrapped(*args):
         with nn.logical_axis_rules(rules):
-            return fn(*args)
+            if mesh is None:
+                return fn(*args)
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                return fn(*args)
     return jax.jit(wrapped, **jit_kwargs)
 
 

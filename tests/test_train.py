@@ -85,6 +85,40 @@ def test_gradient_accumulation_averages_micro_batches(setup):
         jax.device_get(full.state.params["student"]["layer_0"]["intermediate"]["kernel"]), atol=1e-4)
 
 
+def _all_reduce_shapes(hlo_text):
+    """The result shapes (= operand shapes) of every all-reduce in compiled HLO text, as (dtype, dims) pairs."""
+    import re
+    shapes = []
+    for line in hlo_text.splitlines():
+        m = re.search(r"= (\(?[^=]*?\)?) all-reduce(?:-start)?\(", line)
+        if m:
+            shapes += [(dt, tuple(int(d) for d in dims.split(",") if d))
+                       for dt, dims in re.findall(r"(\w+)\[([\d,]*)\]", m.group(1))]
+    return shapes
+
+
+def test_fsdp_step_keeps_activations_batch_sharded(setup):
+    """With fsdp the model's activation constraints must reach the partitioner (Flax applies them only with a
+    mesh in context while tracing): otherwise XLA computes the layers on the whole batch with the contracting
+    `embed` dimension split and all-reduces activation-sized partial sums. Here every all-reduce must be
+    parameter-sized (gradients, norms), none shaped like a whole-batch activation [B, L, ...]."""
+    from jaxdistill.train import build_run
+    config = _config(setup)
+    config.mesh.update(dict(data=1, fsdp=4, tensor=1))
+    run = build_run(config, devices=jax.devices()[:4])
+    batch = run.global_batch(run.data.batch(0))
+    B, L = batch["input_ids"].shape
+    hlo = run.fns.distill_step.lower(run.state, run.teacher_params, batch).compile().as_text()
+    shapes = _all_reduce_shapes(hlo)
+    assert shapes, "fsdp must reduce the gradients somewhere"
+    activations = [s for s in shapes if s[1][:2] == (B, L)]
+    assert not activations, f"activation-sized all-reduces on a [{B}, {L}] batch: {activations[:4]}"
+    itemsize = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "pred": 1}
+    nbytes = sum(itemsize[dt] * int(np.prod(dims)) for dt, dims in shapes)
+    params = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(run.state.params))
+    assert nbytes < 2 * params, (nbytes, params)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process(setup, tmp_path):
     config = _config(setup)

@@ -19,7 +19,7 @@ LayerNorm statistics), so it is written out here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -202,6 +202,37 @@ def _constrain(x: Array, names) -> Array:
     return nn.with_logical_constraint(x, names)
 
 
+class HeadsDense(nn.Module):
+    """`nn.DenseGeneral`'s parameters ("kernel" of shape [contracted dims..., features...], "bias" [features...])
+    and arithmetic (dtype promotion, one `lax.dot_general`, bias added), with the kernel initialised at its full
+    rank.
+
+    nn.DenseGeneral calls its initialiser with the kernel flattened to rank 2 and unboxes the result before
+    reshaping it; when a mesh is in context (as it is while the step is traced, so the activation constraints
+    apply), unboxing applies the kernel's rank-3 logical constraint to that rank-2 array and fails. Flax runs
+    the initialiser under `eval_shape` on every apply to check parameter shapes, so this happens in the step,
+    not only at init. The initialisers here draw the same numbers for the full shape as for the flattened one.
+    """
+
+    config: BertConfig
+    features: Tuple[int, ...]
+    axis: Tuple[int, ...]
+    kernel_axes: Tuple[str, ...]
+    bias_axes: Tuple[str, ...]
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        axis = tuple(sorted(a % x.ndim for a in self.axis))
+        features = tuple(self.features)
+        kernel_shape = tuple(x.shape[a] for a in axis) + features
+        kernel = self.param("kernel", _dense_init(cfg, self.kernel_axes), kernel_shape, jnp.dtype(cfg.param_dtype))
+        bias = self.param("bias", _zeros(self.bias_axes), features, jnp.dtype(cfg.param_dtype))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=jnp.dtype(cfg.dtype))
+        out = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+        return out + jnp.reshape(bias, (1,) * (x.ndim - len(axis)) + features)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm whose statistics run over kept dimensions only when `mask` ([d], 0/1) is given.
 
@@ -269,13 +300,11 @@ class SelfAttention(nn.Module):
         """x: [B, L, d]; key_bias: [B, 1, 1, L] additive; head_mask: [H, d_h] or None."""
         cfg = self.config
         H, dh = cfg.num_attention_heads, cfg.attention_head_size
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        dt = jnp.dtype(cfg.dtype)
 
         def proj(name):
-            y = nn.DenseGeneral((H, dh), dtype=dt, param_dtype=pdt, name=name,
-                                kernel_init=_dense_init(cfg, ("embed", "heads", "kv")),
-                                bias_init=_zeros(("heads", "kv")))(x)  # [B, L, H, d_h]
-            return _gate(y, head_mask)
+            y = HeadsDense(cfg, (H, dh), (-1,), ("embed", "heads", "kv"), ("heads", "kv"), name=name)(x)
+            return _gate(y, head_mask)  # [B, L, H, d_h]
 
         q, k, v = proj("query"), proj("key"), proj("value")
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
@@ -283,9 +312,7 @@ class SelfAttention(nn.Module):
         probs = jax.nn.softmax(scores, axis=-1)
         dropped = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(dt), v)
-        out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dt, param_dtype=pdt, name="output",
-                              kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
-                              bias_init=_zeros(("embed",)))(ctx)
+        out = HeadsDense(cfg, (cfg.hidden_size,), (-2, -1), ("heads", "kv", "embed"), ("embed",), name="output")(ctx)
         out = _gate(out, hidden_mask)
         out = nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic=deterministic)
         out = LayerNorm(cfg, name="LayerNorm")(out + x, hidden_mask)

@@ -139,8 +139,8 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
     replicated = jax.sharding.NamedSharding(p.mesh, jax.sharding.PartitionSpec())
     in_sh = (p.state_shardings, p.teacher_shardings, batch_sh)
     return StepFns(
-        distill_step=shard_lib.jit_with_rules(distill_step, p.rules, in_shardings=in_sh,
+        distill_step=shard_lib.jit_with_rules(distill_step, p.rules, p.mesh, in_shardings=in_sh,
                                               out_shardings=(p.state_shardings, replicated), donate_argnums=(0,)),
         prune_step=(jax.jit(prune_step, in_shardings=(p.state_shardings,), out_shardings=p.state_shardings,
                             donate_argnums=(0,)) if pruning_on else None),
-        eval_step=shard_lib.jit_with_rules(eval_step, p.rules, in_shardings=in_sh, out_shardings=replicated))
+        eval_step=shard_lib.jit_with_rules(eval_step, p.rules, p.mesh, in_shardings=in_sh, out_shardings=replicated))
