@@ -666,8 +666,8 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
                          f"{gib(sum(a.values()))} GiB of state on every device (parameters {gib(a['params'])}, AdamW "
                          f"{gib(a['opt_state'])}, importance {gib(a['importance'])}, teacher {gib(a['teacher'])}), and the "
                          "replicated gradients and update temporaries come on top, so even v5e-256 misses (extrapolation "
-                         "below). Sharding that state is what fsdp is for, and fsdp does not partition usefully yet "
-                         "(see where the collective bytes go).")
+                         "below). Sharding that state is what fsdp is for; the fsdp cases here were compiled before the fix "
+                         "described under where the collective bytes go, so they need recompiling.")
         lines.append("")
     same_n = sorted({r["case"]["devices"] for r in preset} & {r["case"]["devices"] for r in bests})
     if same_n:
@@ -676,8 +676,8 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
         lines += [
             f"The preset as shipped (`homodistil:base`: data parallel, accum_steps 4, layers unrolled, no remat, whole "
             f"[B, L, V] logits) needs {gib(p8['memory']['peak'])} GiB per device on {p8['case']['devices']} devices; "
-            f"with `--config.train.scan_layers=true --config.train.remat=true` (= full; the command line takes only "
-            f"true/false for this field) `--config.train.vocab_chunk_tokens={CHUNK}` the same step needs "
+            f"with `--config.train.scan_layers=true --config.train.remat=full "
+            f"--config.train.vocab_chunk_tokens={CHUNK}` the same step needs "
             f"{gib(b8['memory']['peak'])} GiB ({b8['memory']['peak'] / p8['memory']['peak']:.2f}x). The layer scan "
             "is what makes remat work here: with unrolled layers XLA is free to schedule every layer's recomputation "
             "early in the backward pass (a buffer live-range dump of the unrolled case, `--xla_dump_to`, showed the "
@@ -686,7 +686,7 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
             "(parameters, AdamW, PLATON "
             "importance, teacher) is ~3 GiB replicated; the activations of the per-device micro-batch are what "
             "decide the fit, so data parallelism with enough accumulation is the setting; fsdp buys little at this "
-            "size (and is partitioned badly, see below).", ""]
+            "size (and the fsdp cases here were compiled while it was partitioned badly, see below).", ""]
     # ---------------------------------------------------------------------------------------- method
     lines += [
         "## What is simulated", "",
@@ -791,8 +791,12 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
         "[batch, length, embed]) are no-ops, because Flax applies them only when a mesh is in context while "
         "tracing and `sharding.jit_with_rules` sets the logical-axis rules but no mesh, so nothing tells the "
         "partitioner to keep activations batch-sharded (entering a mesh there is not a drop-in fix: Flax's "
-        "DenseGeneral then checks its rank-2 initialiser against the rank-3 kernel spec and fails). Until that is "
-        "fixed, fsdp is not a setting to use; at BERT-base size it would save only the ~3 GiB of replicated state.",
+        "DenseGeneral then checks its rank-2 initialiser against the rank-3 kernel spec and fails). Commit d69b67e "
+        "fixed this for the distill and eval steps (they are traced under their mesh, and the attention projections "
+        "create their kernels at full rank; `tests/test_train.py::test_fsdp_step_keeps_activations_batch_sharded` "
+        "checks that no whole-batch all-reduce is left), but the fsdp cases in these tables were compiled before it: "
+        "`python bench/pod_plan.py --fresh` recompiles them. At BERT-base size fsdp would save only the ~3 GiB of "
+        "replicated state.",
         ""]
     # ---------------------------------------------------------------------------------- extrapolation
     lines += [
