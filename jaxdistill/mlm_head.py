@@ -240,12 +240,12 @@ def fit_mlm_head(teacher_path: str, data_cfg, out_dir: str, *, mode: str = "head
         log.info("fit_mlm_head: %s already holds this result; reusing it", out_dir)
         return dict(cached, cached=True, seconds=time.perf_counter() - t_start)
     hf.check_out_dir(out_dir, overwrite)
-    storage.check_writable(out_dir, "the output directory")  # before the training, not after it
     if storage.is_remote(teacher_path):  # a gs:// teacher: its local mirror (downloaded once)
         teacher_path = hf.resolve_path(teacher_path)
     if not os.path.isdir(teacher_path):
         raise FileNotFoundError(f"teacher directory {teacher_path!r} does not exist; pass the directory that holds "
                                 "config.json and model.safetensors")
+    storage.check_writable(out_dir, "the output directory")  # before the training, not after it
     base = hf.load_config(teacher_path)
     data = build_pretraining_data(data_cfg, teacher_path, int(batch_size), vocab_size=base.vocab_size,
                                   max_positions=base.max_position_embeddings)

@@ -448,8 +448,11 @@ def test_prepare_data_hf_corpus_into_a_gcs_cache_keeps_the_datasets_cache_local(
     stays local (HF_DATASETS_CACHE), as docs/launch.md says."""
     import json as json_lib
     from jaxdistill import cli, storage
+    import datasets
     hf_cache = tmp_path / "hf-datasets"
     monkeypatch.setenv("HF_DATASETS_CACHE", str(hf_cache))
+    # datasets reads the variable once, at import: an earlier test may have imported it already
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hf_cache)
     corpus = tmp_path / "corpus.jsonl"
     with open(corpus, "w") as f:
         for doc in open(tiny[1]).read().split("\n\n"):
