@@ -132,8 +132,8 @@ class Recipe:
     def prediction_values(self, student_out, teacher_out, batch, step, *, vocab_chunk_tokens: int = 0,
                           teacher_student_kl: bool = False) -> Dict[str, jax.Array]:
         """Unweighted float32 scalars of the active prediction-layer terms (soft, soft_ce, logit_mse, hard, mlm),
-        plus "teacher_student_kl" (T = 1, mean over real tokens, no gradient) when asked and both models have
-        an MLM head. Outputs that carry `mlm_predictor` instead of `mlm_logits` (Bert(..., mlm_logits=False))
+        plus "teacher_student_kl" (T = 1, no gradient) when asked: on MLM predictions (mean over real tokens) when
+        both models have an MLM head, else on their classifier outputs (mean over examples; task distillation). Outputs that carry `mlm_predictor` instead of `mlm_logits` (Bert(..., mlm_logits=False))
         are scored chunk by chunk (`jaxdistill.vocab_chunks`, `vocab_chunk_tokens` tokens per chunk)."""
         if student_out.mlm_logits is None and student_out.mlm_predictor is not None:
             return self.chunked_prediction_values(student_out, teacher_out, batch, step, vocab_chunk_tokens,
@@ -143,6 +143,11 @@ class Recipe:
         if teacher_student_kl and student_out.mlm_logits is not None and teacher_out.mlm_logits is not None:
             values["teacher_student_kl"] = jax.lax.stop_gradient(L.soft_kl(
                 student_out.mlm_logits, teacher_out.mlm_logits, temperature=1.0, mask=batch["attention_mask"]))
+        elif (teacher_student_kl and getattr(student_out, "logits", None) is not None
+              and getattr(teacher_out, "logits", None) is not None
+              and student_out.logits.shape == teacher_out.logits.shape):  # task models: their classifiers
+            values["teacher_student_kl"] = jax.lax.stop_gradient(L.soft_kl(
+                student_out.logits, teacher_out.logits, temperature=1.0))
         if p.logit_terms:
             zs, zt = getattr(student_out, p.logits), getattr(teacher_out, p.logits)
             if zs is None or zt is None:

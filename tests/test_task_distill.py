@@ -58,6 +58,18 @@ def test_tinybert_task_stage_is_two_runs():
     assert float(out["soft_ce"]) == pytest.approx(float(jnp.mean(-pt * ls)), rel=1e-5)
 
 
+def test_teacher_student_kl_of_task_models_reads_their_classifiers():
+    """Task models have no MLM head: the monitored KL (train/teacher_student_kl, eval/kl) is on the classifier
+    outputs, KL(softmax(z_t) || softmax(z_s)) averaged over examples, not a constant 0."""
+    r = objectives.build_recipe(logit_mse.recipe(data="task"), tiny_config(num_labels=3), tiny_config(num_labels=3))
+    zs, zt = jnp.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]]), jnp.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    out = r.prediction_values(classifier_output(zs), classifier_output(zt),
+                              {"labels": jnp.zeros(2, jnp.int32), "attention_mask": None}, 0, teacher_student_kl=True)
+    pt, ps = jax.nn.softmax(zt), jax.nn.softmax(zs)
+    want = jnp.mean(jnp.sum(pt * (jnp.log(pt) - jnp.log(ps)), axis=-1))
+    assert float(out["teacher_student_kl"]) == pytest.approx(float(want), rel=1e-5) and float(want) > 0.5
+
+
 # -------------------------------------------------------------------------------------------- augmentation
 
 
