@@ -162,6 +162,7 @@ def distill_config(s, arm: str, budget: float, teacher: str, corpus: str, cache:
             m["weight"] = 0.0
     c.export.dir = os.path.join(workdir, "student")
     c.export.overwrite = True
+    c.export.own_format = True  # the budgets' widths (e.g. hidden 191, 12 heads x 16) have no standard BERT form
     c.metrics.progress = False
     c.metrics.tensorboard = False
     return c

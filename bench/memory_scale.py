@@ -4,6 +4,8 @@
     python bench/memory_scale.py --part chunks  # vocabulary chunking only
     python bench/memory_scale.py --part scan    # 24-layer compile time only
     python bench/memory_scale.py --quick        # smaller shapes, fewer steps
+    python bench/memory_scale.py --part chunks --chunks 1024 256 --steps 3 --write docs/results.md
+                                                # also writes its section of docs/results.md (~6 minutes)
 
 Every figure is printed beside what it compares against, from the same run, with the load average.
 
@@ -11,7 +13,8 @@ chunks: the engine's own jitted `distill_step` (`train.build_step_fns`) for the 
 shape: a MiniLM-shaped teacher (random weights: hidden 384, 6 layers, 12 heads, FFN 1536, vocab 30522) ->
 a half-width student (hidden 192, 6 heads of 32, FFN 768), loss = soft KL (T = 1, real tokens) + MLM CE +
 hidden MSE through identity/random projections, AdamW. For `train.vocab_chunk_tokens` = 0 (whole [B, L, V]
-logits) and the chunked settings it prints XLA's memory accounting of the compiled step
+logits) and the chunked settings (the gradient fused into the chunk's forward pass, and for the first chunk
+size also recomputed in the backward pass: `build_step_fns(fuse_vocab_gradient=False)`) it prints XLA's memory accounting of the compiled step
 (`compiled.memory_analysis()`: temporaries, arguments, outputs; their sum is the step's peak device memory
 on CPU) at 16 x 128 and 64 x 128, the size of one [B, L, V] float32 logits array for comparison, and at 16 x
 128 the step time of each setting, timed alternately (medians).
@@ -30,6 +33,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -60,7 +64,7 @@ def recipe_for(teacher: BertConfig, student: BertConfig):
     return objectives.build_recipe(r, teacher, student)
 
 
-def build(teacher: BertConfig, student: BertConfig, chunk_tokens: int):
+def build(teacher: BertConfig, student: BertConfig, chunk_tokens: int, fused: bool = True):
     """(step fn, state, teacher params) of the engine for these models, on a 1-device mesh."""
     mesh = shard_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
     rules = shard_lib.rules_from_config(None)
@@ -73,7 +77,7 @@ def build(teacher: BertConfig, student: BertConfig, chunk_tokens: int):
     state, state_sh = create_state(student, sp, tx, mesh, rules, 0, projections=proj)
     teacher_sh = shard_lib.logical_to_shardings(logical_axes(teacher), tp, mesh, rules)
     fns = build_step_fns(teacher, student, recipe, tx, None, Placement(mesh, rules, state_sh, teacher_sh),
-                         dropout=False, vocab_chunk_tokens=chunk_tokens)
+                         dropout=False, vocab_chunk_tokens=chunk_tokens, fuse_vocab_gradient=fused)
     return fns.distill_step, state, jax.device_put(tp, teacher_sh)
 
 
@@ -94,13 +98,17 @@ def memory_of(compiled) -> dict:
     return out
 
 
-def part_chunks(args) -> None:
+def part_chunks(args) -> dict:
+    """Prints (and returns) the chunking figures: {"memory": {batch: [(setting, MB dict)]}, "times": {...}}."""
     teacher = BertConfig(**MINILM, with_pooler=False)
     student = teacher.replace(**STUDENT)
-    settings = [0] + args.chunks
+    # (chunk tokens, fused gradient): whole logits, each chunk size fused, the first also recomputed.
+    settings = [(0, True)] + [(c, True) for c in args.chunks] + [(args.chunks[0], False)]
+    name = lambda s: "whole" if not s[0] else f"{s[0]} {'fused' if s[1] else 'recomp'}"
     print(f"\n== vocabulary chunking (load average before: {load_avg()}) ==")
     print("step: MiniLM-shaped teacher -> half-width student, soft KL + MLM + hidden MSE, AdamW, float32")
-    timed = {}
+    timed, memory = {}, {}
+    load_start = load_avg()
     for batch in args.batches:
         logits_mb = batch * args.seq_len * teacher.vocab_size * 4 / MB
         print(f"\n{batch} x {args.seq_len}: one [B, L, V] float32 logits array = {logits_mb:.0f} MB")
@@ -108,14 +116,15 @@ def part_chunks(args) -> None:
               f"{'peak vs whole':>15}")
         base = None
         for chunk in settings:
-            step, state, tp = build(teacher, student, chunk)
+            step, state, tp = build(teacher, student, *chunk)
             b = make_batch(batch, args.seq_len, teacher.vocab_size)
             t0 = time.perf_counter()
             compiled = step.lower(state, tp, b).compile()
             seconds = time.perf_counter() - t0
             mem = memory_of(compiled)
             base = base or mem["peak"]
-            print(f"{chunk or 'whole':>19}{seconds:11.1f}{mem['temp'] / MB:10.0f}{mem['args'] / MB:10.0f}"
+            memory.setdefault(batch, []).append((name(chunk), mem, seconds))
+            print(f"{name(chunk):>19}{seconds:11.1f}{mem['temp'] / MB:10.0f}{mem['args'] / MB:10.0f}"
                   f"{mem['peak'] / MB:10.0f}{mem['peak'] / base:14.2f}x")
             if batch == args.batches[0]:
                 timed[chunk] = (compiled, state, tp, b)
@@ -129,11 +138,42 @@ def part_chunks(args) -> None:
             states[c], m = compiled(states[c], tp, b)
             jax.block_until_ready(m)
             times[c].append(time.perf_counter() - t0)
-    base = statistics.median(times[0][1:])
+    base = statistics.median(times[settings[0]][1:])
+    medians = {}
     for c, ts in times.items():
-        med = statistics.median(ts[1:])
-        print(f"  vocab_chunk_tokens={c or 'whole':>6}: {med:7.3f} s/step  ({med / base:.3f}x whole)")
+        medians[name(c)] = med = statistics.median(ts[1:])
+        print(f"  vocab_chunk_tokens={name(c):>13}: {med:7.3f} s/step  ({med / base:.3f}x whole)")
     print(f"load average after: {load_avg()}")
+    return dict(memory=memory, medians=medians, logits_mb={b: b * args.seq_len * teacher.vocab_size * 4 / MB
+                                                         for b in args.batches},
+                load=(load_start, load_avg()))
+
+
+def chunks_section(args, res: dict, command: str) -> str:
+    """The docs/results.md section of the chunking figures (between the vocab_chunks markers)."""
+    from report import git_rev, machine_info
+    m = machine_info()
+    names = [n for n, _, _ in res["memory"][args.batches[0]]]
+    L = ["<!-- vocab_chunks:start -->", "## Vocabulary-chunked losses: memory and speed", "",
+         f"Generated by `{command}` at commit {git_rev()} on {m['cpu']} ({m['cores']} cores, {m['backend']}, "
+         f"jax {m['jax']}); load average {res['load'][0]} at the start, {res['load'][1]} at the end.", "",
+         "The engine's jitted `distill_step`: a MiniLM-shaped random teacher (384 hidden, 6 layers, vocabulary "
+         "30522) -> a half-width student, soft KL + MLM + hidden MSE, AdamW, float32. Peak = XLA's accounting of "
+         "the compiled step (temporaries + arguments + outputs). \"fused\": each chunk's gradient taken with its "
+         "loss (the default); \"recomp\": the chunk's logits recomputed in the backward pass.", "",
+         "| shape | [B, L, V] logits | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for b, rows in res["memory"].items():
+        base = rows[0][1]["peak"]
+        cells = [f"{mem['peak'] / MB:.0f} MB" + ("" if i == 0 else f" ({mem['peak'] / base:.2f}x)")
+                 for i, (_, mem, _) in enumerate(rows)]
+        L.append(f"| {b} x {args.seq_len} peak | {res['logits_mb'][b]:.0f} MB | " + " | ".join(cells) + " |")
+    med = res["medians"]
+    base = med[names[0]]
+    L.append(f"| {args.batches[0]} x {args.seq_len} s/step (alternating, median of {args.steps}) | | "
+             + " | ".join(f"{med[n]:.2f}" + ("" if n == names[0] else f" ({med[n] / base:.2f}x)") for n in names)
+             + " |")
+    L += ["", "<!-- vocab_chunks:end -->"]
+    return "\n".join(L) + "\n"
 
 
 def part_scan(args) -> None:
@@ -163,13 +203,22 @@ def main(argv=None) -> None:
     p.add_argument("--chunks", type=int, nargs="+", default=[4096, 1024])
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--write", metavar="RESULTS_MD", help="write the chunking section of this Markdown file")
     args = p.parse_args(argv)
     if args.quick:
         args.batches, args.seq_len, args.steps = [4, 16], 64, 2
     print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
           f"{os.cpu_count()} CPUs")
+    if args.write and args.part == "scan":
+        p.error("--write reports the chunking part: use --part chunks or all")
     if args.part in ("chunks", "all"):
-        part_chunks(args)
+        res = part_chunks(args)
+        if args.write:
+            from report import write_section
+            write_section(args.write, "<!-- vocab_chunks:start -->", "<!-- vocab_chunks:end -->",
+                          chunks_section(args, res, "python bench/" + " ".join([os.path.basename(__file__)]
+                                                                                + sys.argv[1:])))
+            print(f"wrote the chunking section of {args.write}")
     if args.part in ("scan", "all"):
         part_scan(args)
 

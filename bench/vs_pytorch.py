@@ -76,7 +76,7 @@ def load_avg() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ jax side
-def jax_config(batch: int, seq_len: int):
+def jax_config(batch: int, seq_len: int, chunk_tokens: int = 0):
     from homodistil_step import make_config
     from jaxdistill.configs import homodistil
     c = make_config("minilm", batch, seq_len, recipe="homodistil", pruning=False, dropout=False)
@@ -88,14 +88,14 @@ def jax_config(batch: int, seq_len: int):
     rc.matches = [dict(name="hid", feature="hidden", loss="hidden_mse", weight=1.0, layers="uniform",
                        projection="fit")]
     c.recipe = rc
-    c.train.update(dict(warmup_steps=0, decay="constant", **HP))
+    c.train.update(dict(warmup_steps=0, decay="constant", vocab_chunk_tokens=chunk_tokens, **HP))
     return c
 
 
-def build_jax(batch: int, seq_len: int):
+def build_jax(batch: int, seq_len: int, chunk_tokens: int = 0):
     """(run, device batch, host batch): the jaxdistill engine on the benchmark's step."""
     from jaxdistill import train
-    run = train.build_run(jax_config(batch, seq_len))
+    run = train.build_run(jax_config(batch, seq_len, chunk_tokens))
     local = run.data.batch(0)
     return run, run.global_batch(local), local
 
@@ -214,7 +214,8 @@ def busy_threshold(cores: int) -> float:
     return 0.5 * cores
 
 
-def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: str, threads: int = 0):
+def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: str, threads: int = 0,
+                chunk_tokens: int = 0):
     """One framework alone (own process): peak RSS and standalone step time. Prints one JSON line."""
     import torch  # noqa: F401  (every phase imports both frameworks so the baseline RSS is comparable)
     import jax  # noqa: F401
@@ -223,7 +224,7 @@ def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: st
     base = proc_status("VmRSS")
     cores = threads or os.cpu_count() or 1
     if which == "jax":
-        run, b, _ = build_jax(batch, seq_len)
+        run, b, _ = build_jax(batch, seq_len, chunk_tokens)
         fn = lambda: jax_step(run, b)
     else:
         paths = json.load(open(paths_json))
@@ -251,7 +252,8 @@ def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: st
 
 def run_alone(which, a, paths_json):
     cmd = [sys.executable, os.path.abspath(__file__), "--phase", which, "--batch", str(a.batch), "--seq-len",
-           str(a.seq_len), "--mem-steps", str(a.mem_steps), "--paths", paths_json, "--torch-threads", str(a.torch_threads)]
+           str(a.seq_len), "--mem-steps", str(a.mem_steps), "--paths", paths_json, "--torch-threads", str(a.torch_threads),
+           "--vocab-chunk-tokens", str(a.vocab_chunk_tokens)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     for line in r.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -270,6 +272,8 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: all CPU cores)")
     ap.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS),
                     help="PyTorch peers: eager and/or torch.compile (inductor, CPU, default mode)")
+    ap.add_argument("--vocab-chunk-tokens", type=int, default=0,
+                    help="jaxdistill's train.vocab_chunk_tokens (0: whole [B, L, V] logits, as the PyTorch peers)")
     ap.add_argument("--quick", action="store_true", help="4 x 64, 4 steps")
     ap.add_argument("--phase", choices=("jax",) + PEERS, help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
@@ -277,7 +281,8 @@ def main(argv=None):
     if a.quick:
         a.batch, a.seq_len, a.steps, a.warmup, a.mem_steps = 4, 64, 4, 1, 1
     if a.phase:
-        return phase_alone(a.phase, a.batch, a.seq_len, a.mem_steps, a.paths, a.torch_threads)
+        return phase_alone(a.phase, a.batch, a.seq_len, a.mem_steps, a.paths, a.torch_threads,
+                           a.vocab_chunk_tokens)
     peers = [p for p in PEERS if p in a.peers]
 
     import jax
@@ -289,7 +294,7 @@ def main(argv=None):
     print(f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
           f"{ncpu} CPU cores (torch threads {cores}); load average before {load_avg()}")
     t0 = time.perf_counter()
-    run, jb, host = build_jax(a.batch, a.seq_len)
+    run, jb, host = build_jax(a.batch, a.seq_len, a.vocab_chunk_tokens)
     pairs = uniform_pairs(run.student_config.num_hidden_layers)
     paths = export_for_torch(run)
     steps = {p: TorchStep(paths, pairs, cores, compile=(p == "compile")) for p in peers}
@@ -297,7 +302,7 @@ def main(argv=None):
     sc = run.student_config
     print(f"teacher all-MiniLM-L6-v2 (384, 6 layers, 12 heads, FFN 1536); student {sc.hidden_size} hidden, "
           f"{sc.num_hidden_layers} layers, {sc.num_attention_heads} heads, FFN {sc.intermediate_size}; "
-          f"batch {a.batch} x {a.seq_len} float32; hidden pairs {pairs}; peers {', '.join(peers)} "
+          f"batch {a.batch} x {a.seq_len} float32; jaxdistill vocab_chunk_tokens {a.vocab_chunk_tokens}; hidden pairs {pairs}; peers {', '.join(peers)} "
           f"(built in {time.perf_counter() - t0:.1f}s)")
 
     # Step 0: the same loss from the same params and batch; the first step includes jit / torch.compile.

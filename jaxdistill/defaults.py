@@ -60,6 +60,6 @@ def base_config() -> ml_collections.ConfigDict:
         process_id=ml_collections.FieldReference(None, field_type=int),
         local_device_ids=ml_collections.FieldReference(None, field_type=list)))
     c.metrics = ml_collections.ConfigDict(dict(peak_flops=0.0, tensorboard=True, progress=True))
-    c.export = ml_collections.ConfigDict(dict(enabled=True, dir="export", overwrite=False))
+    c.export = ml_collections.ConfigDict(dict(enabled=True, dir="export", overwrite=False, own_format=False))
     c.debug = ml_collections.ConfigDict(dict(nan_at_step=ml_collections.FieldReference(None, field_type=int)))
     return c

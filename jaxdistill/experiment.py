@@ -21,9 +21,10 @@ from jaxdistill import layer_map, objectives, pruning, task_distill
 from jaxdistill import sharding as shard_lib
 from jaxdistill import storage
 from jaxdistill.data import check_data_config
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import ConfigError, ModelError
 from jaxdistill.models import BertConfig, bilstm, hf
 from jaxdistill.models.layer_stack import REMAT_POLICIES, remat_policy_name
+from jaxdistill.models.standard_bert import standard_heads
 from jaxdistill.vocab_chunks import check_chunk_tokens
 from jaxdistill.optimizer import OptimizerConfig
 
@@ -42,7 +43,8 @@ class Experiment:
     parsed settings. optimizer: the `OptimizerConfig`. mesh_sizes: the config's axis sizes (-1 = the rest);
     mesh_shape: resolved against `num_devices` when that was given, else None. rules: the logical-axis
     rules. tokenizer_dir, export_dir (None: no export; relative to the workdir unless absolute),
-    export_overwrite. vocab_chunk_tokens: `train.vocab_chunk_tokens` (0 = whole MLM logits).
+    export_overwrite, export_own_format (`export.own_format`: write a student without a standard BERT form
+    in jaxdistill's own format). vocab_chunk_tokens: `train.vocab_chunk_tokens` (0 = whole MLM logits).
     """
 
     config: Any
@@ -66,6 +68,7 @@ class Experiment:
     student_path: str = ""           # student.init "pretrained": the BERT directory it starts from
     teacher_labels: Tuple[str, ...] = ()  # a task teacher's label names, in id order
     vocab_chunk_tokens: int = 0      # tokens per block of the chunked vocabulary losses (0 = unchunked)
+    export_own_format: bool = False  # a student with no standard BERT form is exported in our own format
 
     @property
     def steps(self) -> int:
@@ -197,6 +200,22 @@ def compact_random_student(config, teacher_like: BertConfig, steps: int) -> Bert
         teacher_like)
 
 
+def check_standard_export(final: BertConfig) -> None:
+    """ConfigError, at start-up, when the student's final shape has no standard BERT form, so that the export
+    at the end of the run (a standard BERT by default) would fail after all the training."""
+    heads, head_dim, hidden = final.num_attention_heads, final.attention_head_size, final.hidden_size
+    if heads * head_dim == hidden:
+        return
+    try:
+        standard_heads(hidden, heads, head_dim)
+    except ModelError:
+        raise ConfigError(
+            f"the student ends with {heads} heads x {head_dim} dimensions in hidden {hidden}, which has no standard "
+            "BERT form, so the export at the end of the run would fail; set --config.export.own_format=True "
+            "(jaxdistill's own format, read by jaxdistill.models.hf.load and by `finetune`), or "
+            "--config.export.enabled=False, or choose pruning targets whose hidden width holds the heads") from None
+
+
 def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -> Experiment:
     """Validates a distillation config into an `Experiment` (see the module docstring).
 
@@ -247,13 +266,16 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
     rules = shard_lib.rules_from_config(config.get("sharding_rules"))
     export = config.get("export") or {}
     export_dir = str(export.get("dir", "export")) if export.get("enabled", True) else None
+    own_format = bool(export.get("own_format", False))
+    if export_dir is not None and not own_format and student_kind == "bert" and data_kind != "task":
+        check_standard_export(student if pcfg is None else pcfg.compact_shape(student))
     return Experiment(config=config, teacher_config=teacher, teacher_source=source, student_config=student,
                       student_init=init, student_layers=layers, recipe=recipe, pruning=pcfg, data=data,
                       optimizer=optimizer, mesh_sizes=sizes, mesh_shape=shape, rules=rules,
                       tokenizer_dir=local_tokenizer_dir(config.teacher),
                       export_dir=export_dir, export_overwrite=bool(export.get("overwrite", False)),
                       data_kind=data_kind, student_kind=student_kind, student_path=student_path,
-                      teacher_labels=tuple(labels), vocab_chunk_tokens=chunk_tokens)
+                      teacher_labels=tuple(labels), vocab_chunk_tokens=chunk_tokens, export_own_format=own_format)
 
 
 def resolve_here(config) -> Experiment:

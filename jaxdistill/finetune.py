@@ -158,7 +158,8 @@ def _predict_fn(model_config: BertConfig, mesh, rules):
                           deterministic=True)
         return out.logits.astype(jnp.float32)
 
-    return shard_lib.jit_with_rules(forward, rules, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return shard_lib.jit_with_rules(forward, rules, mesh,
+                                    out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def _default_mesh():
@@ -225,7 +226,7 @@ def _build_train_step(model_config: BertConfig, tx, regression: bool, dropout: b
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return shard_lib.jit_with_rules(train_step, rules, in_shardings=(state_sh, shard_lib.batch_sharding(mesh)),
+    return shard_lib.jit_with_rules(train_step, rules, mesh, in_shardings=(state_sh, shard_lib.batch_sharding(mesh)),
                                     out_shardings=(state_sh, replicated), donate_argnums=(0,))
 
 

@@ -130,14 +130,16 @@ class Recipe:
         return batch["mlm_labels"] != -100
 
     def prediction_values(self, student_out, teacher_out, batch, step, *, vocab_chunk_tokens: int = 0,
-                          teacher_student_kl: bool = False) -> Dict[str, jax.Array]:
+                          teacher_student_kl: bool = False, fuse_gradient: bool = False) -> Dict[str, jax.Array]:
         """Unweighted float32 scalars of the active prediction-layer terms (soft, soft_ce, logit_mse, hard, mlm),
         plus "teacher_student_kl" (T = 1, no gradient) when asked: on MLM predictions (mean over real tokens) when
         both models have an MLM head, else on their classifier outputs (mean over examples; task distillation). Outputs that carry `mlm_predictor` instead of `mlm_logits` (Bert(..., mlm_logits=False))
-        are scored chunk by chunk (`jaxdistill.vocab_chunks`, `vocab_chunk_tokens` tokens per chunk)."""
+        are scored chunk by chunk (`jaxdistill.vocab_chunks`, `vocab_chunk_tokens` tokens per chunk); there
+        `fuse_gradient` takes their weighted gradient in the same pass (the values then carry none, and
+        `vocab_chunks.GRADIENT_CARRIER` carries it; see `objective`)."""
         if student_out.mlm_logits is None and student_out.mlm_predictor is not None:
             return self.chunked_prediction_values(student_out, teacher_out, batch, step, vocab_chunk_tokens,
-                                                  teacher_student_kl)
+                                                  teacher_student_kl, fuse_gradient)
         p = self.plan.predictions
         values: Dict[str, jax.Array] = {}
         if teacher_student_kl and student_out.mlm_logits is not None and teacher_out.mlm_logits is not None:
@@ -167,7 +169,7 @@ class Recipe:
         return values
 
     def chunked_prediction_values(self, student_out, teacher_out, batch, step, chunk_tokens: int,
-                                  teacher_student_kl: bool) -> Dict[str, jax.Array]:
+                                  teacher_student_kl: bool, fuse_gradient: bool = False) -> Dict[str, jax.Array]:
         """`prediction_values` from the models' MLM-head inputs, a block of tokens at a time."""
         p = self.plan.predictions
         if p.logit_terms and p.logits != "mlm_logits":
@@ -181,11 +183,13 @@ class Recipe:
             terms.append("teacher_student_kl")
         if not terms:
             return {}
+        weights = ({k: p.weights[k](step) for k in terms if k in vocab_chunks.DIFFERENTIABLE}
+                   if fuse_gradient else None)
         return vocab_chunks.prediction_terms(
             student_out.mlm_predictor, teacher_out.mlm_predictor, terms, chunk_tokens=chunk_tokens,
             temperature=p.temperature(step), position_mask=self.prediction_mask(batch),
             attention_mask=batch["attention_mask"], mlm_labels=batch.get("mlm_labels"),
-            logit_mse_reduction=p.logit_mse_reduction)
+            logit_mse_reduction=p.logit_mse_reduction, gradient_weights=weights)
 
     def hard_label_loss(self, logits: jax.Array, batch) -> jax.Array:
         """CE of classifier logits [B, C] with int labels [B]; MSE (mean over B) for float labels or C == 1."""
@@ -227,20 +231,23 @@ class Recipe:
         return total
 
     def objective(self, student_out, teacher_out, batch, step, projections: Optional[dict] = None, *,
-                  vocab_chunk_tokens: int = 0, teacher_student_kl: bool = False):
+                  vocab_chunk_tokens: int = 0, teacher_student_kl: bool = False, fuse_gradient: bool = False):
         """(loss, metrics): loss = sum over terms of weight(step) * value, a float32 scalar; metrics as in the
         module doc. `batch` needs attention_mask [B, L] (and mlm_labels / labels for those terms).
         vocab_chunk_tokens / teacher_student_kl: see `prediction_values`; the KL metric is returned under
-        "teacher_student_kl" and is not part of the loss."""
+        "teacher_student_kl" and is not part of the loss. fuse_gradient: with chunking, the prediction terms'
+        gradient is taken while their values are (no recomputed logits); set it only for a loss that is
+        differentiated, since an undifferentiated call would still pay for the gradient."""
         projections = projections or {}
-        values = self.prediction_values(student_out, teacher_out, batch, step,
-                                        vocab_chunk_tokens=vocab_chunk_tokens, teacher_student_kl=teacher_student_kl)
+        values = self.prediction_values(student_out, teacher_out, batch, step, vocab_chunk_tokens=vocab_chunk_tokens,
+                                        teacher_student_kl=teacher_student_kl, fuse_gradient=fuse_gradient)
+        carrier = values.pop(vocab_chunks.GRADIENT_CARRIER, jnp.float32(0.0))
         extra = {k: values.pop(k) for k in ("teacher_student_kl",) if k in values}
         for m in self.plan.matches:
             values[m.name] = self.match_value(m, student_out, teacher_out, batch["attention_mask"], projections, step)
         weights = {k: w(step) for k, w in self.plan.predictions.weights.items()}
         weights.update({m.name: m.weight(step) for m in self.plan.matches})
-        total = distill = jnp.float32(0.0)
+        total, distill = carrier, jnp.float32(0.0)
         for k, v in values.items():
             total = total + weights[k] * v
             if k not in NOT_DISTILLATION:

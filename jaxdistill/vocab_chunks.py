@@ -9,6 +9,13 @@ stays sharded), and for each chunk applies both heads, the softmaxes and the per
 `jax.checkpoint`, inside a `lax.scan` that adds up each term's numerator. The backward pass recomputes one
 chunk's logits at a time: at most one chunk of student and teacher logits [B, Lc, V] is alive at once.
 
+Recomputing costs a third vocabulary matmul per chunk (forward, recomputed forward, two for the gradient,
+plus the teacher's recomputed forward). When the caller knows the weights the terms enter the loss with,
+`gradient_weights` fuses instead: each chunk's weighted gradient is taken in the same pass as its values
+(`jax.vjp` inside the scan), accumulated for the head's parameters and kept per position for the hidden
+states, and handed to autodiff through `gradient_carrier`, a scalar that is 0 in value and whose gradient is
+the accumulated one. Matmuls per chunk: one forward and two for the gradient, as without chunking.
+
 Reductions are those of `jaxdistill.losses` (soft_kl, soft_cross_entropy, logit_mse, mlm_cross_entropy):
 a term's per-chunk sums are added over chunks, then divided by the count over the whole batch, so the
 values and gradients equal the unchunked losses up to float32 summation order (tests: within 1e-5).
@@ -29,6 +36,9 @@ Array = jax.Array
 # tokens, without gradient.
 TERMS = ("soft", "soft_ce", "logit_mse", "mlm", "teacher_student_kl")
 NEEDS_TEACHER = ("soft", "soft_ce", "logit_mse", "teacher_student_kl")
+DIFFERENTIABLE = ("soft", "soft_ce", "logit_mse", "mlm")
+# Key of the fused path's zero-valued scalar that carries the weighted gradient (see the module doc).
+GRADIENT_CARRIER = "gradient_carrier"
 
 
 def chunk_length(batch_size: int, seq_len: int, chunk_tokens: int) -> int:
@@ -90,7 +100,8 @@ def chunk_sums(student, teacher, xs, terms: Sequence[str], temperature) -> Dict[
 
 def prediction_terms(student, teacher, terms: Sequence[str], *, chunk_tokens: int, temperature=1.0,
                      position_mask: Optional[Array] = None, attention_mask: Optional[Array] = None,
-                     mlm_labels: Optional[Array] = None, logit_mse_reduction: str = "mean") -> Dict[str, Array]:
+                     mlm_labels: Optional[Array] = None, logit_mse_reduction: str = "mean",
+                     gradient_weights: Optional[Dict[str, Array]] = None) -> Dict[str, Array]:
     """Prediction-layer terms of a student and a teacher from their MLM-head inputs, chunk by chunk.
 
     student, teacher: `models.bert.MlmPredictor` (teacher may be None when only "mlm" is asked).
@@ -101,6 +112,11 @@ def prediction_terms(student, teacher, terms: Sequence[str], *, chunk_tokens: in
     target), for mlm. Returns float32 scalars: soft = T^2 * mean_sel KL(p_t || p_s) at T; soft_ce = T^2 *
     mean_sel -sum p_t log p_s; logit_mse = mean_sel sum_c (z_s - z_t)^2 (/ V when "official"); mlm = mean
     cross-entropy over targets; teacher_student_kl = mean over real tokens of KL at T = 1 (no gradient).
+
+    gradient_weights: {term: float32 scalar} for some of the DIFFERENTIABLE terms, or None. When given, the
+    returned terms carry no gradient and the result gains GRADIENT_CARRIER, a scalar equal to 0 whose
+    gradient (w.r.t. the student's hidden states and head) is that of sum_k weight_k * term_k, computed in
+    the forward pass without recomputing logits (module doc). Add it to the loss.
     """
     unknown = sorted(set(terms) - set(TERMS))
     if unknown:
@@ -109,6 +125,9 @@ def prediction_terms(student, teacher, terms: Sequence[str], *, chunk_tokens: in
         raise ConfigError(f"terms {sorted(set(terms) & set(NEEDS_TEACHER))} need the teacher's MLM head")
     if "mlm" in terms and mlm_labels is None:
         raise ConfigError("the mlm term needs batch['mlm_labels']")
+    if gradient_weights is not None and not set(gradient_weights) <= set(terms) & set(DIFFERENTIABLE):
+        raise ConfigError(f"gradient_weights {sorted(gradient_weights)} must name differentiable terms among "
+                          f"{sorted(set(terms) & set(DIFFERENTIABLE))}")
     B, seq = student.hidden.shape[:2]
     ones = jnp.ones((B, seq), jnp.float32)
     positions = ones if position_mask is None else jnp.asarray(position_mask).astype(jnp.float32)
@@ -117,22 +136,59 @@ def prediction_terms(student, teacher, terms: Sequence[str], *, chunk_tokens: in
 
     length = chunk_length(B, seq, int(chunk_tokens))
     n = -(-seq // length)
-    xs = (split_positions(student.hidden, n, length, 0),
+    hidden = student.hidden if gradient_weights is None else jax.lax.stop_gradient(student.hidden)
+    xs = (split_positions(hidden, n, length, 0),
           None if teacher is None else split_positions(jax.lax.stop_gradient(teacher.hidden), n, length, 0),
           split_positions(positions, n, length, 0), split_positions(valid, n, length, 0),
           split_positions(labels, n, length, -100))
     terms = tuple(t for t in TERMS if t in terms)
     s_head = student.replace(hidden=None)
     t_head = None if teacher is None else jax.lax.stop_gradient(teacher.replace(hidden=None))
-    per_chunk = jax.checkpoint(lambda s, t, x: chunk_sums(s, t, x, terms, temperature), prevent_cse=False)
+    reduce = lambda totals: reduce_sums(totals, temperature, positions, valid, labels, logit_mse_reduction,
+                                        vocab_size=student.word_embeddings.shape[0])
+    zeros = {k: jnp.float32(0.0) for k in terms}
+    if gradient_weights is None:
+        per_chunk = jax.checkpoint(lambda s, t, x: chunk_sums(s, t, x, terms, temperature), prevent_cse=False)
 
-    def body(total, x):
-        sums = per_chunk(s_head, t_head, x)
-        return {k: total[k] + sums[k] for k in total}, None
+        def body(total, x):
+            sums = per_chunk(s_head, t_head, x)
+            return {k: total[k] + sums[k] for k in total}, None
 
-    totals, _ = jax.lax.scan(body, {k: jnp.float32(0.0) for k in terms}, xs)
-    return reduce_sums(totals, temperature, positions, valid, labels, logit_mse_reduction,
-                       vocab_size=student.word_embeddings.shape[0])
+        totals, _ = jax.lax.scan(body, zeros, xs)
+        return reduce(totals)
+
+    # Fused: d(sum_k w_k * term_k) = sum over chunks of d(sum_k w_k * scale_k * chunk numerator_k), where
+    # scale_k is what `reduce_sums` divides a numerator by (it depends on the masks only).
+    scales = reduce({k: jnp.float32(1.0) for k in gradient_weights})
+    coef = {k: jnp.asarray(w, jnp.float32) * scales[k] for k, w in gradient_weights.items()}
+    s_fixed = jax.lax.stop_gradient(s_head)
+
+    def body(carry, x):
+        total, head_grad = carry
+
+        def weighted(head, h):
+            sums = chunk_sums(head, t_head, (h,) + x[1:], terms, temperature)
+            return sum(coef[k] * sums[k] for k in coef), sums
+
+        _, vjp, sums = jax.vjp(weighted, s_fixed, x[0], has_aux=True)
+        g_head, g_hidden = vjp(jnp.float32(1.0))
+        return ({k: total[k] + sums[k] for k in total}, jax.tree.map(jnp.add, head_grad, g_head)), g_hidden
+
+    (totals, head_grad), hidden_grad = jax.lax.scan(
+        body, (zeros, jax.tree.map(jnp.zeros_like, s_fixed)), xs)
+    hidden_grad = jnp.moveaxis(hidden_grad, 0, 1).reshape((B, n * length) + hidden_grad.shape[3:])[:, :seq]
+    out = jax.lax.stop_gradient(reduce(totals))
+    out[GRADIENT_CARRIER] = (linear_carrier(s_head, jax.lax.stop_gradient(head_grad))
+                             + linear_carrier(student.hidden, jax.lax.stop_gradient(hidden_grad)))
+    return out
+
+
+def linear_carrier(tree, grad) -> Array:
+    """sum over leaves of <x - stop_gradient(x), g>: 0 in value, gradient `grad` w.r.t. `tree` (float32)."""
+    total = jnp.float32(0.0)
+    for x, g in zip(jax.tree.leaves(tree), jax.tree.leaves(grad)):
+        total = total + jnp.sum((x - jax.lax.stop_gradient(x)).astype(jnp.float32) * g.astype(jnp.float32))
+    return total
 
 
 def reduce_sums(totals: Dict[str, Array], temperature, positions: Array, valid: Array, labels: Array,

@@ -81,3 +81,21 @@ def test_trains_with_homodistils_objective_through_projections(setup, tmp_path):
             assert len(e[k + "/batches"]) == 2
             np.testing.assert_allclose(np.mean(e[k + "/batches"]), e[k], rtol=1e-6)
     assert evals[-1]["eval/mlm"] < evals[0]["eval/mlm"]  # a random student learns from the MLM term
+
+
+@pytest.mark.parametrize("init", ["compact_random", "copy"])
+def test_final_shape_without_standard_form_needs_own_format_export(setup, init):
+    """Hidden 23 with 4 heads x 6 has no standard BERT form: refused at start-up (not after training, when
+    the export would fail) unless export.own_format or export.enabled=False."""
+    from jaxdistill import experiment
+    from jaxdistill.errors import ConfigError
+    c = _config(setup, hidden=23)
+    c.student.init = init
+    c.pruning.enabled = init == "copy"
+    with pytest.raises(ConfigError, match="export.own_format=True"):
+        experiment.resolve(c)
+    c.export.own_format = True
+    assert experiment.resolve(c).export_own_format
+    c.export.own_format, c.export.enabled = False, False
+    assert experiment.resolve(c).export_dir is None
+    assert experiment.resolve(_config(setup, hidden=28)).student_config.hidden_size == 28  # padded: 4 heads x 7

@@ -39,7 +39,7 @@ def setup():
     return config, teacher, student, batch, random_masks(config, 2)
 
 
-def objective_fn(config, recipe, teacher_params, batch, masks, chunk_tokens):
+def objective_fn(config, recipe, teacher_params, batch, masks, chunk_tokens, fuse=False):
     """(student params -> (loss, metrics)) through the model, chunked when chunk_tokens > 0."""
     whole = chunk_tokens == 0
     apply = lambda p, m: Bert(config).apply({"params": p}, batch["input_ids"], batch["attention_mask"],
@@ -48,7 +48,7 @@ def objective_fn(config, recipe, teacher_params, batch, masks, chunk_tokens):
     def fn(p):
         t_out = jax.lax.stop_gradient(apply(teacher_params, None))
         return recipe.objective(apply(p, masks), t_out, batch, jnp.int32(0), {},
-                                vocab_chunk_tokens=chunk_tokens, teacher_student_kl=True)
+                                vocab_chunk_tokens=chunk_tokens, teacher_student_kl=True, fuse_gradient=fuse)
     return fn
 
 
@@ -60,16 +60,19 @@ def prediction_recipe(config, positions):
     return objectives.build_recipe(r, config, config)
 
 
-@pytest.mark.parametrize("positions,chunk_tokens", [("valid", 6)])
-def test_chunked_terms_and_gradients_equal_whole_logits(setup, positions, chunk_tokens):
+@pytest.mark.parametrize("positions,chunk_tokens,fuse", [("valid", 6, False), ("valid", 6, True),
+                                                         ("mlm", 9, True)])
+def test_chunked_terms_and_gradients_equal_whole_logits(setup, positions, chunk_tokens, fuse):
     """chunk_tokens 6 with B = 3: chunks of 2 positions (7 = 2+2+2+1 pads the last chunk); padded rows, MLM
-    targets and HomoDistil masks on the student."""
+    targets and HomoDistil masks on the student; the gradient recomputed per chunk or fused (weights 1, 0.5,
+    0.1 and 1 on soft, soft_ce, logit_mse and mlm)."""
     config, teacher, student, batch, masks = setup
     recipe = prediction_recipe(config, positions)
-    grad = lambda c: jax.jit(jax.value_and_grad(objective_fn(config, recipe, teacher, batch, masks, c),
-                                                has_aux=True))(student)
-    (loss_w, m_w), g_w = grad(0)
-    (loss_c, m_c), g_c = grad(chunk_tokens)
+    grad = lambda c, f: jax.jit(jax.value_and_grad(objective_fn(config, recipe, teacher, batch, masks, c, f),
+                                                   has_aux=True))(student)
+    (loss_w, m_w), g_w = grad(0, False)
+    (loss_c, m_c), g_c = grad(chunk_tokens, fuse)
+    np.testing.assert_allclose(float(loss_c), float(loss_w), rtol=1e-5, atol=1e-6)
     assert set(m_w) == set(m_c) and "teacher_student_kl" in m_c
     for k in m_w:
         np.testing.assert_allclose(float(m_c[k]), float(m_w[k]), rtol=1e-5, atol=1e-6, err_msg=k)
@@ -86,6 +89,15 @@ def test_copy_student_has_exactly_zero_chunked_kl(setup):
     recipe = prediction_recipe(config, "valid")
     loss, metrics = jax.jit(objective_fn(config, recipe, teacher, batch, None, 8))(teacher)
     assert abs(float(metrics["loss/soft"])) < 1e-6 and abs(float(metrics["teacher_student_kl"])) < 1e-6
+
+
+def test_fused_gradient_weights_must_name_differentiable_terms(setup):
+    config, teacher, student, batch, _ = setup
+    apply = lambda p: Bert(config).apply({"params": p}, batch["input_ids"], batch["attention_mask"],
+                                         mlm_logits=False).mlm_predictor
+    with pytest.raises(ConfigError, match="gradient_weights"):
+        vocab_chunks.prediction_terms(apply(student), apply(teacher), ("soft", "teacher_student_kl"),
+                                      chunk_tokens=6, gradient_weights={"teacher_student_kl": 1.0})
 
 
 def test_chunk_length_and_knob_validation():

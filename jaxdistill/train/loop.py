@@ -265,7 +265,8 @@ def run_in_workdir(exp: Experiment, workdir: str, lock: Optional[WorkdirLock], r
         return summary
     if export_dir and jax.process_index() == 0:
         result = export_student(run.student_config, student, masks, export_dir, run.experiment.tokenizer_dir,
-                                overwrite=exp.export_overwrite, metadata=card_metadata(config, done, last))
+                                overwrite=exp.export_overwrite, own_format=exp.export_own_format,
+                                metadata=card_metadata(config, done, last))
         summary.update(export_format=result["format"], export_dir=export_dir)
     return summary
 

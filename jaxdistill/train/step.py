@@ -44,7 +44,8 @@ class StepFns:
 
 def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recipe, tx, pruning_config,
                    placement: Placement, *, accum_steps: int = 1, dropout: bool = True,
-                   nan_at_step: Optional[int] = None, student_model=None, vocab_chunk_tokens: int = 0) -> StepFns:
+                   nan_at_step: Optional[int] = None, student_model=None, vocab_chunk_tokens: int = 0,
+                   fuse_vocab_gradient: bool = True) -> StepFns:
     """Builds and jits distill_step / prune_step / eval_step for one run.
 
     recipe: an `objectives.Recipe`. tx: the optax optimizer of the state. pruning_config: a
@@ -55,6 +56,9 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
     called with Bert's arguments and returning a `BertOutput`).
     vocab_chunk_tokens: > 0 computes the MLM logits and every loss over them a chunk of about this many tokens
     at a time (`jaxdistill.vocab_chunks`), so no [B, L, V] logits exist whole; 0 = whole logits.
+    fuse_vocab_gradient: with chunking, the train step takes each chunk's gradient while computing its loss
+    (True, the default); False recomputes the chunk's logits in the backward pass (bench/memory_scale.py
+    compares the two).
     """
     teacher = Bert(teacher_config)
     student = student_model if student_model is not None else Bert(student_config)
@@ -68,7 +72,7 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
                             mlm_logits=whole_logits)
         return jax.lax.stop_gradient(out)
 
-    def student_loss(params, masks, teacher_out, batch, step, rng, deterministic):
+    def student_loss(params, masks, teacher_out, batch, step, rng, deterministic, differentiated):
         """(loss, terms): the recipe's loss and terms for the student's forward, plus the teacher-student KL
         on MLM predictions (T=1, mean over real tokens) under "teacher_student_kl" when both have MLM heads."""
         out = student.apply({"params": params["student"]}, batch["input_ids"], batch["attention_mask"],
@@ -76,10 +80,12 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
                             deterministic=deterministic, output_intermediates=needs, rngs={"dropout": rng},
                             mlm_logits=whole_logits)
         return recipe.objective(out, teacher_out, batch, step, params["projections"],
-                                vocab_chunk_tokens=int(vocab_chunk_tokens), teacher_student_kl=True)
+                                vocab_chunk_tokens=int(vocab_chunk_tokens), teacher_student_kl=True,
+                                fuse_gradient=differentiated and fuse_vocab_gradient)
 
     def loss_fn(params, masks, teacher_out, batch, step, rng):
-        loss, terms = student_loss(params, masks, teacher_out, batch, step, rng, deterministic=not dropout)
+        loss, terms = student_loss(params, masks, teacher_out, batch, step, rng, deterministic=not dropout,
+                                   differentiated=True)
         if nan_at_step is not None:
             loss = jnp.where(step + 1 == nan_at_step, jnp.nan, loss)
         kl = terms.pop("teacher_student_kl", jnp.float32(0))
@@ -127,7 +133,7 @@ def build_step_fns(teacher_config: BertConfig, student_config: BertConfig, recip
 
     def eval_step(state: TrainState, teacher_params, batch):
         loss, terms = student_loss(state.params, state.masks, forward_teacher(teacher_params, batch), batch,
-                                   state.step, state.rng, deterministic=True)
+                                   state.step, state.rng, deterministic=True, differentiated=False)
         res = {"eval/loss": loss}
         if "teacher_student_kl" in terms:
             res["eval/kl"] = terms.pop("teacher_student_kl")
