@@ -340,6 +340,18 @@ def paired_bootstrap(a, b, n: int, seed: int = 0):
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def train_seconds(student_dir: str) -> float:
+    """Seconds of distillation steps from the run's metrics.jsonl (the logged mean step time x the steps it
+    covers), so that a run resumed after an interruption is not reported as the time of its last leg."""
+    total, last = 0.0, 0
+    for line in open(os.path.join(os.path.dirname(student_dir), "metrics.jsonl")):
+        r = json.loads(line)
+        if "perf/step_time_s" in r:
+            total += r["perf/step_time_s"] * max(int(r["step"]) - last, 0)
+            last = int(r["step"])
+    return total
+
+
 def analyse(s, distilled, ft):
     import numpy as np
     rows, cis = {}, {}
@@ -347,7 +359,7 @@ def analyse(s, distilled, ft):
         ev = info["evals"]
         row = dict(params=info["params"], kl_area=kl_area(ev), kl_max=max(e["kl"] for _, e in ev),
                    kl_final=ev[-1][1]["kl"], mlm_start=ev[0][1]["mlm"], mlm_final=ev[-1][1]["mlm"],
-                   time_s=info["time_s"])
+                   time_s=train_seconds(info["student"]))
         if key in ft:
             pick = chosen(ft[key])
             accs = [r["test"] for _, r in pick.values()]
@@ -498,7 +510,7 @@ def report(s, args, teacher_info, distilled, ft, path):
         b = round(budget * 100)
         L += [f"### Budget {budget:.0%} of the teacher's backbone parameters", "",
               "| arm | backbone params | KL area | max KL | final KL | held-out MLM loss (start -> end) | "
-              "test accuracy (mean +- sd over seeds) | lr chosen per seed | distill time |",
+              "test accuracy (mean +- sd over seeds) | lr chosen per seed | distill steps' time |",
               "|---|---|---|---|---|---|---|---|---|"]
         for arm, spec in ARMS.items():
             r = rows.get(f"{arm}-{b}")
