@@ -21,10 +21,10 @@ from jaxdistill import layer_map, objectives, pruning, task_distill
 from jaxdistill import sharding as shard_lib
 from jaxdistill import storage
 from jaxdistill.data import check_data_config
-from jaxdistill.errors import ConfigError, ModelError
+from jaxdistill.errors import ConfigError
 from jaxdistill.models import BertConfig, bilstm, hf
 from jaxdistill.models.layer_stack import REMAT_POLICIES, remat_policy_name
-from jaxdistill.models.standard_bert import standard_heads
+from jaxdistill.models.standard_bert import has_standard_form
 from jaxdistill.vocab_chunks import check_chunk_tokens
 from jaxdistill.optimizer import OptimizerConfig
 
@@ -204,16 +204,12 @@ def check_standard_export(final: BertConfig) -> None:
     """ConfigError, at start-up, when the student's final shape has no standard BERT form, so that the export
     at the end of the run (a standard BERT by default) would fail after all the training."""
     heads, head_dim, hidden = final.num_attention_heads, final.attention_head_size, final.hidden_size
-    if heads * head_dim == hidden:
-        return
-    try:
-        standard_heads(hidden, heads, head_dim)
-    except ModelError:
+    if not has_standard_form(final):
         raise ConfigError(
             f"the student ends with {heads} heads x {head_dim} dimensions in hidden {hidden}, which has no standard "
             "BERT form, so the export at the end of the run would fail; set --config.export.own_format=True "
             "(jaxdistill's own format, read by jaxdistill.models.hf.load and by `finetune`), or "
-            "--config.export.enabled=False, or choose pruning targets whose hidden width holds the heads") from None
+            "--config.export.enabled=False, or choose pruning targets whose hidden width holds the heads")
 
 
 def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -> Experiment:

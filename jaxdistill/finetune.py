@@ -34,6 +34,7 @@ from jaxdistill import sharding as shard_lib
 from jaxdistill import storage
 from jaxdistill.hosts import process_rows
 from jaxdistill.models import Bert, BertConfig, hf
+from jaxdistill.models.standard_bert import has_standard_form
 from jaxdistill.optimizer import OptimizerConfig, make_lr_schedule, make_optimizer
 from jaxdistill.train.state import create_state, to_host
 from jaxdistill.errors import ConfigError, ModelError, OutputExistsError
@@ -367,8 +368,10 @@ def finetune_and_evaluate(config, workdir: str) -> dict:
                "num_labels": task.num_labels, "task": task.name}
     if save_model and jax.process_index() == 0:
         host = to_host(state.student)
+        # A shape with no standard BERT form (a pruned student read from jaxdistill's own format) can only be
+        # written in that format again.
         hf.export(model_cfg.replace(dtype="float32"), host, model_out, tokenizer_from=tokenizer_dir,
-                  overwrite=bool(config.get("overwrite", False)))
+                  overwrite=bool(config.get("overwrite", False)), own_format=not has_standard_form(model_cfg))
         _label_config(model_out, model_cfg, task)
         summary["model_dir"] = model_out
     return summary

@@ -149,3 +149,21 @@ def test_benchmark_inference(setup):
     assert 0 < t < 5
     with pytest.raises(ValueError, match="seq_len=65 is above"):
         benchmark_inference(str(d / "teacher"), batch_size=4, seq_len=65, iters=1)
+
+
+def test_own_format_student_is_saved_in_own_format(setup, tmp_path):
+    """A pruned shape with no standard BERT form (4 heads x 6 in hidden 23, read from jaxdistill's own format)
+    is fine-tuned and saved in that format again (a standard export of it is impossible), and reloads."""
+    import jax
+    from jaxdistill.finetune import finetune_and_evaluate
+    from jaxdistill.models import hf, init_params
+    d, files = setup
+    config, _ = hf.load(str(d / "teacher"), with_mlm_head=False)
+    student = config.replace(hidden_size=23, head_dim=6, intermediate_size=20)
+    src = tmp_path / "student"
+    assert hf.export(student, init_params(student, jax.random.key(0)), str(src), own_format=True,
+                     tokenizer_from=str(d / "teacher"))["format"] == "jaxdistill"
+    out = finetune_and_evaluate(_config(d, files, model=str(src), steps=2, save_model=True), str(tmp_path / "ft"))
+    assert json.load(open(os.path.join(out["model_dir"], "config.json")))["model_type"] == hf.OWN_MODEL_TYPE
+    loaded, _ = hf.load(out["model_dir"], with_mlm_head=False)
+    assert (loaded.hidden_size, loaded.num_attention_heads, loaded.attention_head_size) == (23, 4, 6)

@@ -61,11 +61,10 @@ def test_sharded_step_equals_single_device(setup):
     _assert_trees_close(sharded[3], single[3], atol=1e-5)
 
 
-@pytest.mark.parametrize("mesh,prune", [((1, 1, 1), True), ((2, 1, 2), True)])
-def test_vocab_chunked_steps_equal_whole_logits(setup, mesh, prune):
+def test_vocab_chunked_steps_equal_whole_logits(setup):
     """The engine's steps with the MLM losses over vocabulary chunks (fused gradient) equal the whole-logits
-    steps: losses, parameters, and with pruning every step the masks and importance; on one device and on
-    a data x tensor mesh. (On the 2 x 2 x 2 mesh the engine's chunked run parts from the
+    steps on a data x tensor mesh with pruning every step: losses, parameters, masks and importance. (The
+    objective alone: tests/test_vocab_chunks.py. On the 2 x 2 x 2 mesh the engine's chunked run parts from the
     whole-logits run by ~1e-3 in parameters after three steps although the objective's gradients agree
     within 1e-6 there; an open finding of issue 16.)
 
@@ -75,20 +74,19 @@ def test_vocab_chunked_steps_equal_whole_logits(setup, mesh, prune):
     config = _config(setup)
     config.student.init, config.train.seed = "random", 3  # the tiny teacher was initialised with seed 0
     config.train.eps = 1e-3
-    config.pruning.update(dict(enabled=prune, warmup_steps=0, every=1, window=1, final_steps=0))
+    config.pruning.update(dict(warmup_steps=0, every=1, window=1, final_steps=0))
     config.train.steps = 3
-    config.mesh.update(dict(zip(("data", "fsdp", "tensor"), mesh)))
-    devices = jax.devices()[:int(np.prod(mesh))]
+    config.mesh.update(dict(data=2, fsdp=1, tensor=2))
+    devices = jax.devices()[:4]
     whole = _run_steps(config, 3, devices=devices)
     config.train.vocab_chunk_tokens = 40  # 5 positions of the 8 rows: 32 = 6 x 5 + 2, the last chunk padded
     chunked = _run_steps(config, 3, devices=devices)
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5)
     _assert_trees_close(chunked[1], whole[1], atol=1e-4)  # two AdamW steps of lr <= 1e-3
-    if prune:
-        for k in ("hidden", "ffn", "attn"):
-            np.testing.assert_array_equal(chunked[2][k], whole[2][k])
-        assert whole[2]["hidden"].sum() < 32, "pruning must have started within the three steps"
-        _assert_trees_close(chunked[3], whole[3], atol=1e-5)
+    for k in ("hidden", "ffn", "attn"):
+        np.testing.assert_array_equal(chunked[2][k], whole[2][k])
+    assert whole[2]["hidden"].sum() < 32, "pruning must have started within the three steps"
+    _assert_trees_close(chunked[3], whole[3], atol=1e-5)
 
 
 def test_gradient_accumulation_averages_micro_batches(setup):

@@ -61,6 +61,16 @@ def standard_heads(hidden: int, heads: int, head_dim: int) -> Tuple[int, int]:
         "with a hidden size the heads divide")
 
 
+def has_standard_form(config) -> bool:
+    """Whether a BertConfig can be written as a standard BERT (exactly, or with zero-padded heads)."""
+    heads, head_dim, hidden = config.num_attention_heads, config.attention_head_size, config.hidden_size
+    try:
+        standard_heads(hidden, heads, head_dim)
+        return True
+    except ModelError:
+        return False
+
+
 def _pad_heads(array: np.ndarray, head_axis: int, heads: int, head_dim: int) -> np.ndarray:
     """Zero-pads `array`'s (head, dim) axes at `head_axis`, `head_axis + 1` to (heads, head_dim)."""
     pad = [(0, 0)] * array.ndim
