@@ -289,8 +289,9 @@ def stage_finetune(s, students, splits, cache):
     from jaxdistill import finetune
     want = {k: s[k] for k in ("ft_epochs", "ft_max_length", "ft_batch", "split_seed", "split")}
     out = {}
-    for key, info in students.items():
-        for seed in s["ft_seeds"]:
+    # Seed-major order: an interrupted study has every arm at the same seeds (a balanced partial report).
+    for seed in s["ft_seeds"]:
+        for key, info in students.items():
             for lr in s["ft_lrs"]:
                 name = f"{key}-seed{seed}-lr{lr:g}"
                 marker = os.path.join(cache, "finetune", name + ".json")
