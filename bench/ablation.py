@@ -353,16 +353,24 @@ def train_seconds(student_dir: str) -> float:
     return total
 
 
+def finished_seeds(s, distilled, ft) -> list:
+    """The fine-tuning seeds finished at every learning rate for every distilled student: the only ones the
+    report uses, so that a partial study compares every arm on the same seeds."""
+    done = [{seed for seed, runs in ft.get(key, {}).items() if len(runs) == len(s["ft_lrs"])} for key in distilled]
+    return sorted(set.intersection(*done)) if done else []
+
+
 def analyse(s, distilled, ft):
     import numpy as np
     rows, cis = {}, {}
+    seeds = finished_seeds(s, distilled, ft)
     for key, info in distilled.items():
         ev = info["evals"]
         row = dict(params=info["params"], kl_area=kl_area(ev), kl_max=max(e["kl"] for _, e in ev),
                    kl_final=ev[-1][1]["kl"], mlm_start=ev[0][1]["mlm"], mlm_final=ev[-1][1]["mlm"],
                    time_s=train_seconds(info["student"]))
-        if key in ft:
-            pick = chosen(ft[key])
+        if seeds:
+            pick = chosen({seed: ft[key][seed] for seed in seeds})
             accs = [r["test"] for _, r in pick.values()]
             row.update(test_mean=float(np.mean(accs)), test_std=float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
                        lrs=[lr for lr, _ in pick.values()], val=[r["validation"] for _, r in pick.values()],
@@ -459,7 +467,8 @@ def report(s, args, teacher_info, distilled, ft, path):
     if partial:
         L += [f"**Partial: {len(distilled)} of {expected} distillations and {done_ft} of "
               f"{expected * len(s['ft_seeds']) * len(s['ft_lrs'])} fine-tunings are finished; rerun the command to "
-              "continue (finished stages are kept).**", ""]
+              "continue (finished stages are kept). Test accuracies use the fine-tuning seeds finished for every "
+              f"arm: {finished_seeds(s, distilled, ft) or 'none yet'}.**", ""]
     L += [f"**Command:** `{cmd}`  ", f"**Commit:** {git_rev()}; report written {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
           f"**Machine:** `{m['uname']}`; CPU {m['cpu']}, {m['cores']} cores; jax {m['jax']} ({m['backend']}); "
           f"load average when the report was written {m['load']} (the cores were shared with other jobs while "
