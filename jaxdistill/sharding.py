@@ -159,6 +159,17 @@ def check_batch_divisible(global_batch_size: int, shape: Sequence[int], process_
         raise ConfigError(f"{field} {global_batch_size} is not divisible by the {process_count} processes")
 
 
+def constrain_logical(x: jax.Array, logical: P) -> jax.Array:
+    """`x` constrained to the mesh sharding of its logical axis names under the rules and mesh being traced
+    with (`jit_with_rules`), with `_mesh_spec`'s divisibility rule (a dimension the mesh axes do not divide
+    stays replicated, as in the parameters' own layout); `x` unchanged without rules or a mesh in context."""
+    rules = nn.get_logical_axis_rules()
+    mesh = jax.sharding.get_abstract_mesh()
+    if not rules or mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, _mesh_spec(logical, tuple(x.shape), mesh, rules))
+
+
 def jit_with_rules(fn: Callable, rules, mesh: Optional[Mesh] = None, **jit_kwargs) -> Callable:
     """`jax.jit(fn, **jit_kwargs)` (in/out shardings, donation), traced under the logical-axis `rules` and, when
     given, `mesh`, so the model's `nn.with_logical_constraint`s on logical names resolve to mesh axes.

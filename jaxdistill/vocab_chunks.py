@@ -26,8 +26,10 @@ from typing import Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from jaxdistill import losses as L
+from jaxdistill import sharding as shard_lib
 from jaxdistill.errors import ConfigError
 
 Array = jax.Array
@@ -142,8 +144,8 @@ def prediction_terms(student, teacher, terms: Sequence[str], *, chunk_tokens: in
           split_positions(positions, n, length, 0), split_positions(valid, n, length, 0),
           split_positions(labels, n, length, -100))
     terms = tuple(t for t in TERMS if t in terms)
-    s_head = student.replace(hidden=None)
-    t_head = None if teacher is None else jax.lax.stop_gradient(teacher.replace(hidden=None))
+    s_head = gathered_head(student.replace(hidden=None))
+    t_head = None if teacher is None else jax.lax.stop_gradient(gathered_head(teacher.replace(hidden=None)))
     reduce = lambda totals: reduce_sums(totals, temperature, positions, valid, labels, logit_mse_reduction,
                                         vocab_size=student.word_embeddings.shape[0])
     zeros = {k: jnp.float32(0.0) for k in terms}
@@ -181,6 +183,31 @@ def prediction_terms(student, teacher, terms: Sequence[str], *, chunk_tokens: in
     out[GRADIENT_CARRIER] = (linear_carrier(s_head, jax.lax.stop_gradient(head_grad))
                              + linear_carrier(student.hidden, jax.lax.stop_gradient(hidden_grad)))
     return out
+
+
+# Logical axes of the MLM head's parameters (`models.bert.MlmHead`) and the tied word embeddings, with the
+# hidden ("embed") axis left whole: see `gathered_head`.
+GATHERED_HEAD_AXES = {"mlm_transform": {"kernel": P(None, "embed_out"), "bias": P("embed_out")},
+                      "mlm_LayerNorm": {"scale": P(), "bias": P()}, "mlm_bias": P("vocab")}
+GATHERED_WORD_EMBEDDING_AXES = P("vocab", None)
+
+
+def gathered_head(predictor):
+    """The predictor's head parameters and word embeddings constrained to a layout whose hidden ("embed") axis
+    is whole, i.e. gathered over fsdp once, before the chunk loop (vocab / embed_out stay on tensor).
+
+    With the parameters' own layout (the word embeddings' embed axis on fsdp, as the batch rows are) inside
+    the `lax.scan`, the engine's jitted step on a data=2 x fsdp=2 x tensor=2 mesh (CPU, the Shardy
+    partitioner; GSPMD got it right) had the right losses but wrong gradients of the head and, through the
+    hidden states, of the encoder: off by up to the gradients' own size at step 0, ~1e-3 in parameters after
+    three steps (tests/test_train.py::test_vocab_chunked_steps_equal_whole_logits on that mesh). Gathering
+    the word embeddings alone was enough; the head's kernel and biases follow the same rule. A no-op without
+    a mesh and logical-axis rules in context.
+    """
+    head = jax.tree.map(shard_lib.constrain_logical, predictor.head,
+                        {k: GATHERED_HEAD_AXES[k] for k in predictor.head}, is_leaf=lambda z: isinstance(z, P))
+    return predictor.replace(head=head, word_embeddings=shard_lib.constrain_logical(
+        predictor.word_embeddings, GATHERED_WORD_EMBEDDING_AXES))
 
 
 def linear_carrier(tree, grad) -> Array:
