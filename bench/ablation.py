@@ -285,7 +285,9 @@ def test_correct(s, model_dir: str, splits) -> list:
     return (np.argmax(logits, -1) == task.validation["labels"]).astype(int).tolist()
 
 
-def stage_finetune(s, students, splits, cache):
+def stage_finetune(s, students, splits, cache, run_missing: bool = True):
+    """Fine-tunes every student at every seed and lr (cached per run); with run_missing=False only reads the
+    finished runs (the report of a study still running elsewhere)."""
     from jaxdistill import finetune
     want = {k: s[k] for k in ("ft_epochs", "ft_max_length", "ft_batch", "split_seed", "split")}
     out = {}
@@ -296,6 +298,8 @@ def stage_finetune(s, students, splits, cache):
                 name = f"{key}-seed{seed}-lr{lr:g}"
                 marker = os.path.join(cache, "finetune", name + ".json")
                 res = read_marker(marker, dict(want, seed=seed, lr=lr, student=info["settings"]))
+                if res is None and not run_missing:
+                    continue
                 if res is None:
                     print(f"[finetune] {name}", flush=True)
                     wd = os.path.join(cache, "finetune", name)
@@ -545,6 +549,20 @@ def report(s, args, teacher_info, distilled, ft, path):
     print("\n".join(L), flush=True)
 
 
+def without_stages(argv) -> list:
+    """The command-line arguments less `--stages ...` (the report names the study's command)."""
+    out, skipping = [], False
+    for a in argv:
+        if a.startswith("--stages"):
+            skipping = "=" not in a
+            continue
+        if skipping and not a.startswith("--"):
+            continue
+        skipping = False
+        out.append(a)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", default="jaxdistill-ablation")
@@ -555,7 +573,8 @@ def main(argv=None):
     p.add_argument("--results", default=os.path.join(ROOT, "docs", "results.md"))
     p.add_argument("--stages", nargs="+", default=["teacher", "distill", "finetune", "report"],
                    choices=["teacher", "distill", "finetune", "report"],
-                   help="stop after the last stage named (earlier stages run or are read from the cache)")
+                   help="the stages to run; earlier stages are read from the cache (or run when missing), "
+                        "and without `finetune` the report uses only the fine-tunings already finished")
     raw = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(raw)
     flags = os.environ.get("XLA_FLAGS", "")
@@ -579,9 +598,10 @@ def main(argv=None):
     if {"distill", "finetune", "report"} & set(args.stages):
         distilled = stage_distill(s, teacher, corpus, cache)
     if {"finetune", "report"} & set(args.stages):
-        ft = stage_finetune(s, distilled, split_task(s, task_csv, os.path.join(cache, "splits")), cache)
+        ft = stage_finetune(s, distilled, split_task(s, task_csv, os.path.join(cache, "splits")), cache,
+                            run_missing="finetune" in args.stages)
     if "report" in args.stages:
-        report(s, [a for a in raw if not a.startswith("--stages")], (head, adapted), distilled, ft, args.results)
+        report(s, without_stages(raw), (head, adapted), distilled, ft, args.results)
     print(f"[done] {time.time() - t0:.0f} s", flush=True)
 
 
