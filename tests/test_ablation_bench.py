@@ -65,3 +65,16 @@ def test_kl_area_lr_choice_and_paired_bootstrap_by_hand():
     assert ab.conclusions({"A-B @38%": dict(kl=(-0.1, -0.2, -0.05), acc=(0.01, -0.02, 0.04))}) == [
         "A-B @38%: HomoDistil (A) keeps a lower average held-out KL than one-shot + PLATON (B); test accuracy "
         "ties (the interval includes 0)."]
+
+
+def test_partial_report_uses_the_seeds_every_arm_finished():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import ablation
+    s = dict(ft_lrs=(1e-4, 3e-4))
+    run = dict(validation=0.5)
+    ft = {"A-38": {0: {1e-4: run, 3e-4: run}, 1: {1e-4: run, 3e-4: run}},
+          "B-38": {0: {1e-4: run, 3e-4: run}, 1: {1e-4: run}}}  # B's seed 1 lacks an lr: not comparable yet
+    assert ablation.finished_seeds(s, {"A-38": {}, "B-38": {}}, ft) == [0]
+    assert ablation.finished_seeds(s, {"A-38": {}, "B-38": {}, "C-38": {}}, ft) == []
+    assert ablation.without_stages(["--cache", "x", "--stages", "finetune", "report", "--quick"]) == ["--cache", "x",
+                                                                                                      "--quick"]
