@@ -430,11 +430,15 @@ def _ci(t, nd=4, pct=False):
     return f"{f(mean)} [{f(lo)}, {f(hi)}]"
 
 
-def conclusions(cis):
-    """Plain statements generated from the intervals (nothing about who wins is written by hand)."""
+def conclusions(cis, rows):
+    """Plain statements generated from the intervals and the per-arm rows (nothing about who wins is written by
+    hand): the KL-area and accuracy intervals, and where an arm ends with a lower KL or MLM loss than A (single
+    end points, no interval)."""
     out = []
     for name, ci in cis.items():
         arm = name.split()[0].split("-")[1]
+        budget = name.split("@")[1].rstrip("%")
+        a_row, x_row = rows[f"A-{budget}"], rows[f"{arm}-{budget}"]
         what = ARMS[arm]["label"]
         kl = ci["kl"]
         if kl[2] < 0:
@@ -451,7 +455,21 @@ def conclusions(cis):
                 s += f"; {arm}'s fine-tuned test accuracy is higher"
             else:
                 s += "; test accuracy ties (the interval includes 0)"
+        ends = [f"{label} ({x_row[k]:.3f} vs A's {a_row[k]:.3f})"
+                for k, label in (("kl_final", "final held-out KL"), ("mlm_final", "final held-out MLM loss"))
+                if x_row[k] < a_row[k]]
+        if ends:
+            s += f"; but {arm} ends lower in " + " and ".join(ends)
         out.append(s + ".")
+    for budget in sorted({k.split("-")[1] for k in rows}, key=int, reverse=True):
+        rose = [k.split("-")[0] for k, r in sorted(rows.items())
+                if k.endswith(f"-{budget}") and r["mlm_final"] > r["mlm_start"]]
+        fell = [k.split("-")[0] for k, r in sorted(rows.items())
+                if k.endswith(f"-{budget}") and r["mlm_final"] <= r["mlm_start"]]
+        if rose:
+            out.append(f"At {budget} %, the held-out MLM loss ends above its start for {', '.join(rose)} (pruned from "
+                       "the teacher's weights, the students lose part of its MLM ability in these steps)"
+                       + (f" and falls for {', '.join(fell)}." if fell else "."))
     return out
 
 
@@ -542,7 +560,7 @@ def report(s, args, teacher_info, distilled, ft, path):
               "| comparison | KL area | test accuracy (points) |", "|---|---|---|"]
         for name, ci in cis.items():
             L.append(f"| {name} | {_ci(ci['kl'])} | {_ci(ci['acc'], pct=True) if 'acc' in ci else 'not run yet'} |")
-        L += ["", "### What the numbers say", ""] + [f"- {c}" for c in conclusions(cis)] + [""]
+        L += ["", "### What the numbers say", ""] + [f"- {c}" for c in conclusions(cis, rows)] + [""]
     L += ["![held-out KL curves](ablation_kl.png)", "", END]
     plot(s, distilled, os.path.join(os.path.dirname(path), "ablation_kl.png"))
     write_section(path, START, END, "\n".join(L))
