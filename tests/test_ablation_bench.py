@@ -62,9 +62,13 @@ def test_kl_area_lr_choice_and_paired_bootstrap_by_hand():
     assert mean == 0.25 and 0.0 <= lo <= 0.25 <= hi <= 0.75
     same = ab.paired_bootstrap([0.3, 0.5, 0.9], [0.3, 0.5, 0.9], 500)
     assert same == (0.0, 0.0, 0.0)  # paired: identical arms differ by exactly 0 in every resample
-    assert ab.conclusions({"A-B @38%": dict(kl=(-0.1, -0.2, -0.05), acc=(0.01, -0.02, 0.04))}) == [
+    rows = {"A-38": dict(kl_final=0.8, mlm_start=4.7, mlm_final=6.0),
+            "B-38": dict(kl_final=0.7, mlm_start=4.7, mlm_final=6.1)}
+    assert ab.conclusions({"A-B @38%": dict(kl=(-0.1, -0.2, -0.05), acc=(0.01, -0.02, 0.04))}, rows) == [
         "A-B @38%: HomoDistil (A) keeps a lower average held-out KL than one-shot + PLATON (B); test accuracy "
-        "ties (the interval includes 0)."]
+        "ties (the interval includes 0); but B ends lower in final held-out KL (0.700 vs A's 0.800).",
+        "At 38 %, the held-out MLM loss ends above its start for A, B (pruned from the teacher's weights, the "
+        "students lose part of its MLM ability in these steps)."]
 
 
 def test_partial_report_uses_the_seeds_every_arm_finished():
