@@ -14,7 +14,8 @@ shape: a MiniLM-shaped teacher (random weights: hidden 384, 6 layers, 12 heads, 
 a half-width student (hidden 192, 6 heads of 32, FFN 768), loss = soft KL (T = 1, real tokens) + MLM CE +
 hidden MSE through identity/random projections, AdamW. For `train.vocab_chunk_tokens` = 0 (whole [B, L, V]
 logits) and the chunked settings (the gradient fused into the chunk's forward pass, and for the first chunk
-size also recomputed in the backward pass: `build_step_fns(fuse_vocab_gradient=False)`) it prints XLA's memory accounting of the compiled step
+size also recomputed in the backward pass: `build_step_fns(fuse_vocab_gradient=False)`) it prints XLA's
+memory accounting of the compiled step
 (`compiled.memory_analysis()`: temporaries, arguments, outputs; their sum is the step's peak device memory
 on CPU) at 16 x 128 and 64 x 128, the size of one [B, L, V] float32 logits array for comparison, and at 16 x
 128 the step time of each setting, timed alternately (medians).

@@ -302,7 +302,8 @@ def main(argv=None):
     sc = run.student_config
     print(f"teacher all-MiniLM-L6-v2 (384, 6 layers, 12 heads, FFN 1536); student {sc.hidden_size} hidden, "
           f"{sc.num_hidden_layers} layers, {sc.num_attention_heads} heads, FFN {sc.intermediate_size}; "
-          f"batch {a.batch} x {a.seq_len} float32; jaxdistill vocab_chunk_tokens {a.vocab_chunk_tokens}; hidden pairs {pairs}; peers {', '.join(peers)} "
+          f"batch {a.batch} x {a.seq_len} float32; jaxdistill vocab_chunk_tokens {a.vocab_chunk_tokens}; "
+          f"hidden pairs {pairs}; peers {', '.join(peers)} "
           f"(built in {time.perf_counter() - t0:.1f}s)")
 
     # Step 0: the same loss from the same params and batch; the first step includes jit / torch.compile.

@@ -133,8 +133,9 @@ class Recipe:
                           teacher_student_kl: bool = False, fuse_gradient: bool = False) -> Dict[str, jax.Array]:
         """Unweighted float32 scalars of the active prediction-layer terms (soft, soft_ce, logit_mse, hard, mlm),
         plus "teacher_student_kl" (T = 1, no gradient) when asked: on MLM predictions (mean over real tokens) when
-        both models have an MLM head, else on their classifier outputs (mean over examples; task distillation). Outputs that carry `mlm_predictor` instead of `mlm_logits` (Bert(..., mlm_logits=False))
-        are scored chunk by chunk (`jaxdistill.vocab_chunks`, `vocab_chunk_tokens` tokens per chunk); there
+        both models have an MLM head, else on their classifier outputs (mean over examples; task distillation).
+        Outputs that carry `mlm_predictor` instead of `mlm_logits` (Bert(..., mlm_logits=False)) are scored
+        chunk by chunk (`jaxdistill.vocab_chunks`, `vocab_chunk_tokens` tokens per chunk); there
         `fuse_gradient` takes their weighted gradient in the same pass (the values then carry none, and
         `vocab_chunks.GRADIENT_CARRIER` carries it; see `objective`)."""
         if student_out.mlm_logits is None and student_out.mlm_predictor is not None:
