@@ -98,6 +98,7 @@ def make_config(teacher: str, batch: int, seq_len: int, *, recipe: str = "homodi
     c.train.update(dict(steps=steps, batch_size=batch, dtype=dtype, dropout=dropout, warmup_steps=10))
     c.metrics.progress = False
     c.metrics.tensorboard = False
+    c.export.enabled = False  # a bench times steps and never exports (its pruning targets need no standard form)
     return c
 
 

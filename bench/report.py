@@ -56,3 +56,39 @@ def write_section(path: str, start: str, end: str, section: str) -> None:
     with open(path + ".tmp", "w") as f:
         f.write(new if new.endswith("\n") else new + "\n")
     os.replace(path + ".tmp", path)
+
+
+def others_runnable(own_pids=None) -> int:
+    """Threads of other processes that are runnable (state R) right now, from /proc (0 where there is none).
+
+    A bench running its own threads cannot read "is the machine quiet" off the load average, which counts
+    the bench itself; sampling this between timed steps counts only the competition. `own_pids`: process ids
+    to leave out (default: this process and its children)."""
+    own = set(own_pids) if own_pids is not None else {os.getpid()}
+    if own_pids is None:
+        try:
+            with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
+                own.update(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    count = 0
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        if pid in own:
+            continue
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if stat[stat.rindex(")") + 2:].startswith("R"):
+                count += 1
+    return count

@@ -5,6 +5,7 @@
     python bench/throughput.py --quick                          # tiny random teacher, ~1 minute
     python bench/throughput.py --teacher base-shape-random --batch 4 --steps 3
     python bench/throughput.py --dtype bfloat16
+    python bench/throughput.py --vocab-chunk-tokens 256          # chunked vocabulary losses (issue 16)
 
 What it measures, in one process:
   * the distill step of a real run (`train.build_run` -> `Run.step`: the jitted, donating `distill_step`, plus
@@ -68,6 +69,8 @@ def main(argv=None):
     ap.add_argument("--peak-size", type=int, default=2048)
     ap.add_argument("--data-steps", type=int, default=100, help="batches timed for the pipeline (0: skip)")
     ap.add_argument("--no-dropout", action="store_true")
+    ap.add_argument("--vocab-chunk-tokens", type=int, default=0,
+                    help="train.vocab_chunk_tokens (0: whole [B, L, V] logits)")
     ap.add_argument("--quick", action="store_true", help="tiny random teacher, 8 x 64, 5 steps (~1 minute)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -83,6 +86,7 @@ def main(argv=None):
     pruning = a.recipe == "homodistil" and not a.no_pruning
     cfg = make_config(a.teacher, a.batch, a.seq_len, recipe=a.recipe, pruning=pruning, dtype=a.dtype,
                       dropout=not a.no_dropout)
+    cfg.train.vocab_chunk_tokens = a.vocab_chunk_tokens
     if pruning:
         set_target_widths(cfg, hf.load_config(teacher_dir(a.teacher)))
     t0 = time.perf_counter()
@@ -90,7 +94,8 @@ def main(argv=None):
     tc, sc = run.teacher_config, run.student_config
     print(f"teacher {a.teacher} (hidden {tc.hidden_size}, {tc.num_hidden_layers} layers, FFN {tc.intermediate_size}), "
           f"student hidden {sc.hidden_size}, {sc.num_hidden_layers} layers; recipe {a.recipe}"
-          f"{' + pruning' if pruning else ''}; batch {a.batch} x {a.seq_len}, {a.dtype} "
+          f"{' + pruning' if pruning else ''}; batch {a.batch} x {a.seq_len}, {a.dtype}, "
+          f"{f'vocabulary chunks of {a.vocab_chunk_tokens} tokens' if a.vocab_chunk_tokens else 'whole logits'} "
           f"(built in {time.perf_counter() - t0:.1f}s)")
     local = run.data.batch(0)
     tokens = a.batch * a.seq_len

@@ -26,10 +26,13 @@ What it prints:
   * peak memory of each: every framework run alone in its own subprocess (same step, a few steps), reporting
     VmHWM (peak RSS) and its increase over the RSS after imports; those subprocesses also report their
     standalone s/step as a cross-check of the alternating timing;
-  * the load average before and after, and the ratios jaxdistill / peer: under "MACHINE BUSY (load X on N
-    cores): ratios not a headline" when the 1-minute load before or after exceeds half the cores (eager
-    PyTorch suffers much more than XLA on a loaded machine), else with the issue 16 targets (>= 1.3x, peak
-    memory at or below the peer) marked met / NOT met.
+  * the load average before and after, other processes' runnable threads sampled between the timed steps
+    (the load average after counts the bench's own threads), and the ratios jaxdistill / peer: under
+    "MACHINE BUSY: ratios not a headline" when the 1-minute load before the run or the others' mean during
+    it exceeds half the cores (eager PyTorch suffers much more than XLA on a loaded machine), else with the
+    issue 16 targets (>= 1.3x, peak memory at or below the peer) marked met / NOT met;
+  * with --write docs/results.md, all of that as its generated section (`--wait-quiet 300` first waits for
+    the load to settle).
 
 Issue 16 measured on a quiet machine (load 1-2): 1.30x over eager, 1.00x over torch.compile, peak RSS
 3515 vs 2800 MB and 3504 vs 2081 MB. The first torch.compile takes minutes on a loaded 2-core machine
@@ -210,8 +213,18 @@ NAMES = {"jax": "jaxdistill", "eager": "pytorch eager", "compile": "torch.compil
 
 
 def busy_threshold(cores: int) -> float:
-    """A 1-minute load average above this (half the cores) marks the machine busy: ratios are no headline."""
+    """Half the cores: a 1-minute load average above it before the run (the others' load: the bench has not
+    started), or other processes' runnable threads averaging above half of it during the timed steps, marks
+    the machine busy, and the ratios are no headline."""
     return 0.5 * cores
+
+
+def wait_until_quiet(limit: float, seconds: float) -> float:
+    """Sleeps until the 1-minute load average is at most `limit`, for at most `seconds`; returns the load."""
+    t_end = time.monotonic() + seconds
+    while os.getloadavg()[0] > limit and time.monotonic() < t_end:
+        time.sleep(10)
+    return os.getloadavg()[0]
 
 
 def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: str, threads: int = 0,
@@ -275,6 +288,10 @@ def main(argv=None):
     ap.add_argument("--vocab-chunk-tokens", type=int, default=0,
                     help="jaxdistill's train.vocab_chunk_tokens (0: whole [B, L, V] logits, as the PyTorch peers)")
     ap.add_argument("--quick", action="store_true", help="4 x 64, 4 steps")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help="first wait (at most this long) until the 1-minute load average is below half the cores")
+    ap.add_argument("--write", metavar="RESULTS_MD",
+                    help="write the generated section of this Markdown file (docs/results.md)")
     ap.add_argument("--phase", choices=("jax",) + PEERS, help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -288,9 +305,14 @@ def main(argv=None):
     import jax
     import torch
     import transformers
+    from report import git_rev, machine_info, others_runnable
     ncpu = os.cpu_count() or 1
     cores = a.torch_threads or ncpu
+    limit = busy_threshold(ncpu)
+    if a.wait_quiet:
+        wait_until_quiet(limit, a.wait_quiet)
     load_before = os.getloadavg()
+    machine = machine_info()
     print(f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
           f"{ncpu} CPU cores (torch threads {cores}); load average before {load_avg()}")
     t0 = time.perf_counter()
@@ -307,17 +329,18 @@ def main(argv=None):
           f"(built in {time.perf_counter() - t0:.1f}s)")
 
     # Step 0: the same loss from the same params and batch; the first step includes jit / torch.compile.
-    first = {}
+    first, loss0 = {}, {}
     t0 = time.perf_counter()
     m = jax.device_get(jax_step(run, jb))
     first["jax"] = time.perf_counter() - t0
-    jl = float(m["loss"])
+    jl = loss0["jax"] = float(m["loss"])
     print(f"step 0 loss: {'jaxdistill':<14} {jl:.6f} (soft {float(m['loss/soft']):.6f}, "
           f"mlm {float(m['loss/mlm']):.6f}, hid {float(m['loss/hid']):.6f})")
     for p in peers:
         t0 = time.perf_counter()
         tl, tterms = steps[p].step(tb)
         first[p] = time.perf_counter() - t0
+        loss0[p] = tl
         diff = abs(jl - tl)
         ok = "OK" if diff <= 1e-4 * max(1.0, abs(tl)) else "MISMATCH"
         print(f"             {NAMES[p]:<14} {tl:.6f} (soft {tterms['soft']:.6f}, mlm {tterms['mlm']:.6f}, "
@@ -330,16 +353,18 @@ def main(argv=None):
         for p in peers:
             steps[p].step(tb)
     times = {w: [] for w in ["jax"] + peers}
-    last = {}
+    last, others = {}, []
     for i in range(a.steps):  # rotation: jax, eager, compiled, jax, ...
         t0 = time.perf_counter()
         mj = jax_step(run, jb)
         times["jax"].append(time.perf_counter() - t0)
         last["jax"] = float(mj["loss"])
+        others.append(others_runnable())
         for p in peers:
             t0 = time.perf_counter()
             last[p], _ = steps[p].step(tb)
             times[p].append(time.perf_counter() - t0)
+            others.append(others_runnable())
     print(f"loss after {1 + a.warmup + a.steps} steps (same batch each step): "
           + ", ".join(f"{NAMES[w]} {last[w]:.5f}" for w in last))
 
@@ -368,14 +393,17 @@ def main(argv=None):
               "them in one process and is not used for memory)")
 
     load_after = os.getloadavg()
-    limit = busy_threshold(ncpu)
-    busy = max(load_before[0], load_after[0]) > limit
-    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
-          f"{ncpu} cores, quiet means <= {limit:.1f}")
+    others_mean = statistics.mean(others)
+    busy = load_before[0] > limit or others_mean > limit
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} (the bench's own "
+          f"threads included); other processes' runnable threads during the timed steps: mean {others_mean:.2f}, "
+          f"max {max(others)}; {ncpu} cores, quiet means load before and others' mean <= {limit:.1f}")
     if busy:
-        print(f"MACHINE BUSY (load {max(load_before[0], load_after[0]):.2f} on {ncpu} cores): ratios not a headline")
+        print(f"MACHINE BUSY (load before {load_before[0]:.2f}, others {others_mean:.2f} on {ncpu} cores): "
+              "ratios not a headline")
     else:
-        print(f"HEADLINE (quiet machine, load <= {limit:.1f} on {ncpu} cores):")
+        print(f"HEADLINE (quiet machine, <= {limit:.1f} on {ncpu} cores):")
+    verdicts = {}
     for p in peers:
         r = med[p] / med["jax"]
         line = f"  jaxdistill / {NAMES[p]} speed = {r:.2f}x alternating"
@@ -384,9 +412,61 @@ def main(argv=None):
                      f"{res['jax']['peak_rss'] / 2**20:.0f} vs {res[p]['peak_rss'] / 2**20:.0f} MB")
         if not busy:
             mem_ok = (not res) or res["jax"]["peak_rss"] <= res[p]["peak_rss"]
-            line += (f"  (targets >= 1.3x: {'met' if r >= 1.3 else 'NOT met'}"
-                     + (f"; memory at or below: {'met' if mem_ok else 'NOT met'}" if res else "") + ")")
+            verdicts[p] = (f"speed >= 1.3x: {'met' if r >= 1.3 else 'NOT met'}"
+                           + (f"; memory at or below: {'met' if mem_ok else 'NOT met'}" if res else ""))
+            line += f"  (targets {verdicts[p]})"
         print(line)
+    if a.write:
+        from report import write_section
+        cmd = "python bench/vs_pytorch.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_section(a.write, "<!-- vs_pytorch:start -->", "<!-- vs_pytorch:end -->", section_text(
+            cmd=cmd.strip(), rev=git_rev(), machine=machine, a=a, peers=peers, loss0=loss0, first=first, med=med,
+            res=res, load=(load_before, load_after), others=others, busy=busy, verdicts=verdicts))
+        print(f"wrote the PyTorch comparison section of {a.write}")
+
+
+def section_text(*, cmd, rev, machine, a, peers, loss0, first, med, res, load, others, busy, verdicts) -> str:
+    """The generated "jaxdistill against the PyTorch way" section of docs/results.md (between its markers)."""
+    mb = 2 ** 20
+    lines = [
+        "<!-- vs_pytorch:start -->",
+        "## Speed: jaxdistill against the PyTorch way",
+        "",
+        f"Generated by `{cmd}` at commit {rev} on {machine['cpu']} ({machine['cores']} cores, jax "
+        f"{machine['jax']}). Load average (1 min) {load[0][0]:.2f} before, {load[1][0]:.2f} after (the bench's own "
+        f"threads included); other processes' runnable threads sampled between the timed steps: mean "
+        f"{statistics.mean(others):.2f}, max {max(others)}.",
+        "",
+        "The same distillation step (all-MiniLM-L6-v2 teacher forward; half-width student, hidden 192, 6 layers, "
+        "6 heads, FFN 768, forward and backward; soft KL + MLM + hidden MSE; clipping and AdamW; float32, dropout "
+        f"off) at batch {a.batch} x {a.seq_len}, in jaxdistill's engine step "
+        + (f"with vocabulary chunks of {a.vocab_chunk_tokens} tokens (`train.vocab_chunk_tokens`)"
+           if a.vocab_chunk_tokens else "with whole [B, L, V] logits")
+        + " and in PyTorch with `transformers` models, eager and under `torch.compile` (inductor, CPU, default "
+        "mode, wrapping forward + loss). Steps alternate in one process (jax, eager, compiled, ...; medians of "
+        f"{a.steps} after {a.warmup} warm-up); peak RSS is each framework alone in its own process.",
+        "",
+        "Step-0 loss (same parameters, same batch): " + ", ".join(
+            f"{NAMES[w]} {loss0[w]:.6f}" + ("" if w == "jax" else f" (|difference| {abs(loss0[w] - loss0['jax']):.1e})")
+            for w in loss0) + ". First step including compilation: "
+        + ", ".join(f"{NAMES[w]} {first[w]:.1f} s" for w in first) + " (eager has no compilation).",
+    ]
+    lines += ["", "| | median s/step, alternating | jaxdistill / peer | standalone s/step | peak RSS MB |",
+              "|---|---|---|---|---|"]
+    for w in ["jax"] + peers:
+        ratio = "" if w == "jax" else f"{med[w] / med['jax']:.2f}x"
+        alone = f"{res[w]['step_s']:.3f}" if res else "not run"
+        rss = f"{res[w]['peak_rss'] / mb:.0f}" if res else "not run"
+        lines.append(f"| {NAMES[w]} | {med[w]:.3f} | {ratio} | {alone} | {rss} |")
+    lines.append("")
+    if busy:
+        lines.append("**MACHINE BUSY**: other load competed with the timed steps, so these ratios are no headline "
+                     "(eager PyTorch suffers much more than XLA on a loaded machine). Rerun on a quiet machine.")
+    else:
+        lines.append("Quiet machine. Issue 16's targets (jaxdistill >= 1.3x faster than the peer, peak memory at or "
+                     "below it): " + "; ".join(f"against {NAMES[p]}: {v}" for p, v in verdicts.items()) + ".")
+    lines.append("<!-- vs_pytorch:end -->")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
