@@ -133,15 +133,15 @@ def paper_matrix() -> List[Case]:
     """The cases of docs/scale.md (40-120 s each to compile with scanned layers, up to 7 min unrolled, on the
     shared 2-core machine)."""
     best = dict(remat="full", chunk=CHUNK, scan=True)   # layers scanned, each recomputed in the backward pass
-    cases = [Case("base", 4, "data", accum=4, **best)]   # below the 8-device mesh: does it still fit?
+    # Below the 8-device mesh: do they still fit?
+    cases = [Case("base", 4, "data", accum=4, **best), Case("base", 4, "fsdp", accum=4, **best)]
     for n in (8, 16, 32):
         cases += [Case("base", n, "data", accum=4, **best),
                   Case("base", n, "fsdp", accum=4, **best),
                   Case("base", n, "data", accum=1, **best),
                   Case("large", n, "data", accum=4, **best),
+                  Case("large", n, "fsdp", accum=4, **best),   # BERT-large's ~9 GiB of state, sharded
                   Case("base", n, "data", accum=4, remat="none", chunk=0)]   # the preset as shipped
-    # BERT-large's state (~9 GiB replicated) is what fsdp would shard: how it partitions today.
-    cases += [Case("large", 32, "fsdp", accum=4, **best)]
     # One factor at a time on 8 devices: around the best setting, and the unrolled layers.
     cases += [Case("base", 8, "data", accum=4, remat="none", chunk=CHUNK, scan=True),
               Case("base", 8, "data", accum=4, remat="full", chunk=0, scan=True),
@@ -576,6 +576,20 @@ def is_best(c: dict) -> bool:
                                                                                           True, True)
 
 
+def fsdp_vs_data(results: Sequence[dict], devices: int) -> str:
+    """A sentence comparing the recommended data-parallel case with its fsdp twin on `devices` devices."""
+    def twin(split):
+        return next((r for r in results if r["case"]["devices"] == devices and r["case"]["accum"] == 4
+                     and is_best(dict(r["case"], split="data")) and r["case"]["split"] == split), None)
+    data, fsdp = twin("data"), twin("fsdp")
+    if data is None or fsdp is None:
+        return ""
+    return (f" On {devices} devices fsdp (parameters, AdamW and importance sharded over all of them) needs "
+            f"{gib(fsdp['memory']['peak'])} GiB per device against data parallelism's {gib(data['memory']['peak'])} "
+            f"GiB, and moves {moved_gb(fsdp):.1f} GB per device per step against {moved_gb(data):.1f} GB: data "
+            "parallelism where it fits, fsdp where memory decides (the answer above takes the lowest peak).")
+
+
 def write_report(results: Sequence[dict], failed: Sequence[dict], path: str, command: str) -> None:
     with tempfile.TemporaryDirectory(prefix="pod-plan-report-") as root:
         write_report_in(results, failed, path, command, root)
@@ -666,8 +680,7 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
                          f"{gib(sum(a.values()))} GiB of state on every device (parameters {gib(a['params'])}, AdamW "
                          f"{gib(a['opt_state'])}, importance {gib(a['importance'])}, teacher {gib(a['teacher'])}), and the "
                          "replicated gradients and update temporaries come on top, so even v5e-256 misses (extrapolation "
-                         "below). Sharding that state is what fsdp is for; the fsdp cases here were compiled before the fix "
-                         "described under where the collective bytes go, so they need recompiling.")
+                         "below). Sharding that state is what fsdp is for (its rows in the tables below).")
         lines.append("")
     same_n = sorted({r["case"]["devices"] for r in preset} & {r["case"]["devices"] for r in bests})
     if same_n:
@@ -685,8 +698,7 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
             "saves much less (8-device table); under the scan one layer is recomputed at a time. The state itself "
             "(parameters, AdamW, PLATON "
             "importance, teacher) is ~3 GiB replicated; the activations of the per-device micro-batch are what "
-            "decide the fit, so data parallelism with enough accumulation is the setting; fsdp buys little at this "
-            "size (and the fsdp cases here were compiled while it was partitioned badly, see below).", ""]
+            "decide the fit." + fsdp_vs_data(base, b8['case']['devices']), ""]
     # ---------------------------------------------------------------------------------------- method
     lines += [
         "## What is simulated", "",
@@ -782,21 +794,18 @@ def write_report_in(results: Sequence[dict], failed: Sequence[dict], path: str, 
         "micro-batch (accum_steps x the parameter bytes per step instead of once), and the MLM head's gradient "
         "once per vocabulary chunk of every micro-batch: XLA's partitioner reduces each micro-batch's replicated "
         "gradient where it is produced. Summing local gradients and reducing once per step (e.g. a `shard_map`ped "
-        "accumulation) would divide the data-parallel traffic by about accum_steps. With `fsdp` (and `fsdp_t2`) the "
-        "partitioner does not all-gather each weight and keep the batch split, as FSDP intends: it computes the "
-        "query/key/value and FFN products on the whole micro-batch with their contracting (`embed`) dimension split "
-        "over fsdp, then all-reduces activation-sized partial sums (the 1.6 GB operands above are [1024, 128, 3072] "
-        "float32), hence hundreds of GB per step and more memory than data parallelism despite the sharded state. "
-        "The cause is in the engine, not XLA: the model's activation constraints (`nn.with_logical_constraint` on "
-        "[batch, length, embed]) are no-ops, because Flax applies them only when a mesh is in context while "
-        "tracing and `sharding.jit_with_rules` sets the logical-axis rules but no mesh, so nothing tells the "
-        "partitioner to keep activations batch-sharded (entering a mesh there is not a drop-in fix: Flax's "
-        "DenseGeneral then checks its rank-2 initialiser against the rank-3 kernel spec and fails). Commit d69b67e "
-        "fixed this for the distill and eval steps (they are traced under their mesh, and the attention projections "
-        "create their kernels at full rank; `tests/test_train.py::test_fsdp_step_keeps_activations_batch_sharded` "
-        "checks that no whole-batch all-reduce is left), but the fsdp cases in these tables were compiled before it: "
-        "`python bench/pod_plan.py --fresh` recompiles them. At BERT-base size fsdp would save only the ~3 GiB of "
-        "replicated state.",
+        "accumulation) would divide the data-parallel traffic by about accum_steps. With `fsdp` the batch stays "
+        "split and each layer's weights are all-gathered where they are used (the many small all-gathers: per "
+        "layer, micro-batch and recomputation); the gradients are still all-reduced where they are produced rather "
+        "than reduce-scattered, so fsdp moves about the data-parallel bytes plus its gathers, and the MLM head, "
+        "gathered whole for the vocabulary chunks (`vocab_chunks.gathered_head`, which keeps the chunked "
+        "gradients right on an fsdp mesh), has its gradient reduced per chunk. The unscanned fsdp rows keep "
+        "activation-sized all-reduces of the unrolled layers (the 371 MB operands above). The fsdp cases were "
+        "recompiled after the engine traced its steps under their mesh (commit d69b67e: before it, the model's "
+        "activation constraints were no-ops and the partitioner split the contracting `embed` dimension instead, "
+        "all-reducing hundreds of GB of activation partial sums per step; "
+        "`tests/test_train.py::test_fsdp_step_keeps_activations_batch_sharded` guards it) and after the chunked "
+        "head's gather.",
         ""]
     # ---------------------------------------------------------------------------------- extrapolation
     lines += [

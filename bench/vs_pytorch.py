@@ -4,6 +4,7 @@
     python bench/vs_pytorch.py --quick         # 4 x 64, fewer steps
     python bench/vs_pytorch.py --peers eager   # only eager PyTorch (or: --peers compile)
     python bench/vs_pytorch.py --steps 10 --batch 16 --seq-len 128 [--no-memory]
+    python bench/vs_pytorch.py --vocab-chunk-tokens 0 256 --wait-quiet 180 --write docs/results.md
 
 The step (all sides, float32, dropout off so that all compute exactly the same function):
   teacher forward (all-MiniLM-L6-v2's real weights: hidden 384, 6 layers, 12 heads, FFN 1536, vocab 30522,
@@ -34,10 +35,10 @@ What it prints:
   * with --write docs/results.md, all of that as its generated section (`--wait-quiet 300` first waits for
     the load to settle).
 
-Issue 16 measured on a quiet machine (load 1-2): 1.30x over eager, 1.00x over torch.compile, peak RSS
-3515 vs 2800 MB and 3504 vs 2081 MB. The first torch.compile takes minutes on a loaded 2-core machine
-(159 s at 4 x 64 under load ~5-7; inductor caches kernels on disk, so later runs compile faster): --quick
-took ~9 minutes there. Figures: bench/README.md, docs/results.md.
+Measured on a quiet machine (commit b8bf55b+, generated in docs/results.md): jaxdistill / torch.compile 0.70x
+with whole logits, 0.72x with chunks of 256; peak RSS 3467 / 2111 MB against 2117 MB compiled. The first
+torch.compile takes minutes on a loaded 2-core machine (inductor caches kernels on disk, so later runs compile
+faster); a full run with two jaxdistill variants and both peers takes ~10 minutes. Figures: bench/README.md.
 """
 from __future__ import annotations
 
@@ -263,10 +264,16 @@ def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: st
                                       step_s=statistics.median(times), first_s=first)))
 
 
-def run_alone(which, a, paths_json):
+def jax_key(chunk_tokens: int) -> str:
+    """The timing key of the jaxdistill variant with this `train.vocab_chunk_tokens`."""
+    return f"jax-c{chunk_tokens}"
+
+
+def run_alone(which, a, paths_json, chunk_tokens: int = 0):
+    which = "jax" if which.startswith("jax") else which
     cmd = [sys.executable, os.path.abspath(__file__), "--phase", which, "--batch", str(a.batch), "--seq-len",
            str(a.seq_len), "--mem-steps", str(a.mem_steps), "--paths", paths_json, "--torch-threads", str(a.torch_threads),
-           "--vocab-chunk-tokens", str(a.vocab_chunk_tokens)]
+           "--phase-chunk", str(chunk_tokens)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     for line in r.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -285,22 +292,27 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: all CPU cores)")
     ap.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS),
                     help="PyTorch peers: eager and/or torch.compile (inductor, CPU, default mode)")
-    ap.add_argument("--vocab-chunk-tokens", type=int, default=0,
-                    help="jaxdistill's train.vocab_chunk_tokens (0: whole [B, L, V] logits, as the PyTorch peers)")
+    ap.add_argument("--vocab-chunk-tokens", type=int, nargs="+", default=[0],
+                    help="jaxdistill's train.vocab_chunk_tokens, one variant per value, all timed in the rotation "
+                         "(0: whole [B, L, V] logits, as the PyTorch peers)")
     ap.add_argument("--quick", action="store_true", help="4 x 64, 4 steps")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="first wait (at most this long) until the 1-minute load average is below half the cores")
     ap.add_argument("--write", metavar="RESULTS_MD",
                     help="write the generated section of this Markdown file (docs/results.md)")
     ap.add_argument("--phase", choices=("jax",) + PEERS, help=argparse.SUPPRESS)
+    ap.add_argument("--phase-chunk", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.quick:
         a.batch, a.seq_len, a.steps, a.warmup, a.mem_steps = 4, 64, 4, 1, 1
     if a.phase:
-        return phase_alone(a.phase, a.batch, a.seq_len, a.mem_steps, a.paths, a.torch_threads,
-                           a.vocab_chunk_tokens)
+        return phase_alone(a.phase, a.batch, a.seq_len, a.mem_steps, a.paths, a.torch_threads, a.phase_chunk)
     peers = [p for p in PEERS if p in a.peers]
+    chunks = list(dict.fromkeys(a.vocab_chunk_tokens))
+    jaxes = [jax_key(c) for c in chunks]
+    for c in chunks:
+        NAMES[jax_key(c)] = f"jaxdistill ({f'chunks of {c}' if c else 'whole logits'})"
 
     import jax
     import torch
@@ -316,7 +328,10 @@ def main(argv=None):
     print(f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
           f"{ncpu} CPU cores (torch threads {cores}); load average before {load_avg()}")
     t0 = time.perf_counter()
-    run, jb, host = build_jax(a.batch, a.seq_len, a.vocab_chunk_tokens)
+    runs = {}
+    for c in chunks:  # the same config and seeds, so the same initial parameters; only the chunking differs
+        runs[jax_key(c)] = build_jax(a.batch, a.seq_len, c)
+    run, jb, host = runs[jaxes[0]]
     pairs = uniform_pairs(run.student_config.num_hidden_layers)
     paths = export_for_torch(run)
     steps = {p: TorchStep(paths, pairs, cores, compile=(p == "compile")) for p in peers}
@@ -324,18 +339,20 @@ def main(argv=None):
     sc = run.student_config
     print(f"teacher all-MiniLM-L6-v2 (384, 6 layers, 12 heads, FFN 1536); student {sc.hidden_size} hidden, "
           f"{sc.num_hidden_layers} layers, {sc.num_attention_heads} heads, FFN {sc.intermediate_size}; "
-          f"batch {a.batch} x {a.seq_len} float32; jaxdistill vocab_chunk_tokens {a.vocab_chunk_tokens}; "
+          f"batch {a.batch} x {a.seq_len} float32; jaxdistill vocab_chunk_tokens {', '.join(map(str, chunks))}; "
           f"hidden pairs {pairs}; peers {', '.join(peers)} "
           f"(built in {time.perf_counter() - t0:.1f}s)")
 
     # Step 0: the same loss from the same params and batch; the first step includes jit / torch.compile.
     first, loss0 = {}, {}
-    t0 = time.perf_counter()
-    m = jax.device_get(jax_step(run, jb))
-    first["jax"] = time.perf_counter() - t0
-    jl = loss0["jax"] = float(m["loss"])
-    print(f"step 0 loss: {'jaxdistill':<14} {jl:.6f} (soft {float(m['loss/soft']):.6f}, "
-          f"mlm {float(m['loss/mlm']):.6f}, hid {float(m['loss/hid']):.6f})")
+    for j in jaxes:
+        t0 = time.perf_counter()
+        m = jax.device_get(jax_step(runs[j][0], runs[j][1]))
+        first[j] = time.perf_counter() - t0
+        loss0[j] = float(m["loss"])
+        print(f"step 0 loss: {NAMES[j]:<30} {loss0[j]:.6f} (soft {float(m['loss/soft']):.6f}, "
+              f"mlm {float(m['loss/mlm']):.6f}, hid {float(m['loss/hid']):.6f})")
+    jl = loss0[jaxes[0]]
     for p in peers:
         t0 = time.perf_counter()
         tl, tterms = steps[p].step(tb)
@@ -343,23 +360,25 @@ def main(argv=None):
         loss0[p] = tl
         diff = abs(jl - tl)
         ok = "OK" if diff <= 1e-4 * max(1.0, abs(tl)) else "MISMATCH"
-        print(f"             {NAMES[p]:<14} {tl:.6f} (soft {tterms['soft']:.6f}, mlm {tterms['mlm']:.6f}, "
+        print(f"             {NAMES[p]:<30} {tl:.6f} (soft {tterms['soft']:.6f}, mlm {tterms['mlm']:.6f}, "
               f"hid {tterms['hid']:.6f}); |difference| = {diff:.2e} ({ok})")
     print("first step incl. compile (jax.jit / torch.compile; eager has none): "
-          + ", ".join(f"{NAMES[w]} {first[w]:.1f}s" for w in ["jax"] + peers))
+          + ", ".join(f"{NAMES[w]} {first[w]:.1f}s" for w in jaxes + peers))
 
     for _ in range(a.warmup):
-        jax_step(run, jb)
+        for j in jaxes:
+            jax_step(runs[j][0], runs[j][1])
         for p in peers:
             steps[p].step(tb)
-    times = {w: [] for w in ["jax"] + peers}
+    times = {w: [] for w in jaxes + peers}
     last, others = {}, []
-    for i in range(a.steps):  # rotation: jax, eager, compiled, jax, ...
-        t0 = time.perf_counter()
-        mj = jax_step(run, jb)
-        times["jax"].append(time.perf_counter() - t0)
-        last["jax"] = float(mj["loss"])
-        others.append(others_runnable())
+    for i in range(a.steps):  # rotation: each jax variant, eager, compiled, then again
+        for j in jaxes:
+            t0 = time.perf_counter()
+            mj = jax_step(runs[j][0], runs[j][1])
+            times[j].append(time.perf_counter() - t0)
+            last[j] = float(mj["loss"])
+            others.append(others_runnable())
         for p in peers:
             t0 = time.perf_counter()
             last[p], _ = steps[p].step(tb)
@@ -369,9 +388,9 @@ def main(argv=None):
           + ", ".join(f"{NAMES[w]} {last[w]:.5f}" for w in last))
 
     med = {w: statistics.median(t) for w, t in times.items()}
-    print(f"\n{'alternating, one process':<28}{'median s/step':>14}{'min':>8}{'max':>8}{'steps/s':>10}{'tokens/s':>10}")
+    print(f"\n{'alternating, one process':<32}{'median s/step':>14}{'min':>8}{'max':>8}{'steps/s':>10}{'tokens/s':>10}")
     for w, t in times.items():
-        print(f"{NAMES[w]:<28}{med[w]:14.3f}{min(t):8.3f}{max(t):8.3f}{1 / med[w]:10.3f}"
+        print(f"{NAMES[w]:<32}{med[w]:14.3f}{min(t):8.3f}{max(t):8.3f}{1 / med[w]:10.3f}"
               f"{a.batch * a.seq_len / med[w]:10.0f}")
 
     res = {}
@@ -383,11 +402,12 @@ def main(argv=None):
         json.dump(dict(teacher=paths["teacher"], student=paths["student"], pairs=[list(p) for p in pairs],
                        proj_kernel=os.path.join(d, "proj_kernel.npy"), proj_bias=os.path.join(d, "proj_bias.npy")),
                   open(pj, "w"))
-        res = {w: run_alone(w, a, pj) for w in ["jax"] + peers}
-        print(f"\n{'alone, own subprocess':<28}{'peak RSS MB':>12}{'over imports MB':>17}{'s/step':>9}"
+        res = {w: run_alone(w, a, pj, chunk_tokens=chunks[jaxes.index(w)] if w in jaxes else 0)
+               for w in jaxes + peers}
+        print(f"\n{'alone, own subprocess':<32}{'peak RSS MB':>12}{'over imports MB':>17}{'s/step':>9}"
               f"{'first step s':>14}")
         for w, r in res.items():
-            print(f"{NAMES[w]:<28}{r['peak_rss'] / 2**20:12.0f}{(r['peak_rss'] - r['base_rss']) / 2**20:17.0f}"
+            print(f"{NAMES[w]:<32}{r['peak_rss'] / 2**20:12.0f}{(r['peak_rss'] - r['base_rss']) / 2**20:17.0f}"
                   f"{r['step_s']:9.3f}{r['first_s']:14.1f}")
         print("(peak memory: each framework alone in its own process, VmHWM; the alternating run holds all of "
               "them in one process and is not used for memory)")
@@ -404,28 +424,29 @@ def main(argv=None):
     else:
         print(f"HEADLINE (quiet machine, <= {limit:.1f} on {ncpu} cores):")
     verdicts = {}
-    for p in peers:
-        r = med[p] / med["jax"]
-        line = f"  jaxdistill / {NAMES[p]} speed = {r:.2f}x alternating"
-        if res:
-            line += (f", {res[p]['step_s'] / res['jax']['step_s']:.2f}x standalone; peak RSS "
-                     f"{res['jax']['peak_rss'] / 2**20:.0f} vs {res[p]['peak_rss'] / 2**20:.0f} MB")
-        if not busy:
-            mem_ok = (not res) or res["jax"]["peak_rss"] <= res[p]["peak_rss"]
-            verdicts[p] = (f"speed >= 1.3x: {'met' if r >= 1.3 else 'NOT met'}"
-                           + (f"; memory at or below: {'met' if mem_ok else 'NOT met'}" if res else ""))
-            line += f"  (targets {verdicts[p]})"
-        print(line)
+    for j in jaxes:
+        for p in peers:
+            r = med[p] / med[j]
+            line = f"  {NAMES[j]} / {NAMES[p]} speed = {r:.2f}x alternating"
+            if res:
+                line += (f", {res[p]['step_s'] / res[j]['step_s']:.2f}x standalone; peak RSS "
+                         f"{res[j]['peak_rss'] / 2**20:.0f} vs {res[p]['peak_rss'] / 2**20:.0f} MB")
+            if not busy:
+                mem_ok = (not res) or res[j]["peak_rss"] <= res[p]["peak_rss"]
+                verdicts[j, p] = (f"speed >= 1.3x {'met' if r >= 1.3 else 'NOT met'} ({r:.2f}x)"
+                                  + (f", memory at or below {'met' if mem_ok else 'NOT met'}" if res else ""))
+                line += f"  (targets: {verdicts[j, p]})"
+            print(line)
     if a.write:
         from report import write_section
         cmd = "python bench/vs_pytorch.py " + " ".join(argv if argv is not None else sys.argv[1:])
         write_section(a.write, "<!-- vs_pytorch:start -->", "<!-- vs_pytorch:end -->", section_text(
-            cmd=cmd.strip(), rev=git_rev(), machine=machine, a=a, peers=peers, loss0=loss0, first=first, med=med,
+            cmd=cmd.strip(), rev=git_rev(), machine=machine, a=a, jaxes=jaxes, peers=peers, loss0=loss0, first=first, med=med,
             res=res, load=(load_before, load_after), others=others, busy=busy, verdicts=verdicts))
         print(f"wrote the PyTorch comparison section of {a.write}")
 
 
-def section_text(*, cmd, rev, machine, a, peers, loss0, first, med, res, load, others, busy, verdicts) -> str:
+def section_text(*, cmd, rev, machine, a, jaxes, peers, loss0, first, med, res, load, others, busy, verdicts) -> str:
     """The generated "jaxdistill against the PyTorch way" section of docs/results.md (between its markers)."""
     mb = 2 ** 20
     lines = [
@@ -439,32 +460,34 @@ def section_text(*, cmd, rev, machine, a, peers, loss0, first, med, res, load, o
         "",
         "The same distillation step (all-MiniLM-L6-v2 teacher forward; half-width student, hidden 192, 6 layers, "
         "6 heads, FFN 768, forward and backward; soft KL + MLM + hidden MSE; clipping and AdamW; float32, dropout "
-        f"off) at batch {a.batch} x {a.seq_len}, in jaxdistill's engine step "
-        + (f"with vocabulary chunks of {a.vocab_chunk_tokens} tokens (`train.vocab_chunk_tokens`)"
-           if a.vocab_chunk_tokens else "with whole [B, L, V] logits")
+        f"off) at batch {a.batch} x {a.seq_len}, in jaxdistill's engine step (with whole [B, L, V] logits, "
+        "or with vocabulary chunks of n tokens: `train.vocab_chunk_tokens`)"
         + " and in PyTorch with `transformers` models, eager and under `torch.compile` (inductor, CPU, default "
-        "mode, wrapping forward + loss). Steps alternate in one process (jax, eager, compiled, ...; medians of "
+        "mode, wrapping forward + loss). Steps alternate in one process (each variant in turn; medians of "
         f"{a.steps} after {a.warmup} warm-up); peak RSS is each framework alone in its own process.",
         "",
         "Step-0 loss (same parameters, same batch): " + ", ".join(
-            f"{NAMES[w]} {loss0[w]:.6f}" + ("" if w == "jax" else f" (|difference| {abs(loss0[w] - loss0['jax']):.1e})")
+            f"{NAMES[w]} {loss0[w]:.6f}" + ("" if w == jaxes[0] else
+                                            f" (|difference| {abs(loss0[w] - loss0[jaxes[0]]):.1e})")
             for w in loss0) + ". First step including compilation: "
         + ", ".join(f"{NAMES[w]} {first[w]:.1f} s" for w in first) + " (eager has no compilation).",
     ]
-    lines += ["", "| | median s/step, alternating | jaxdistill / peer | standalone s/step | peak RSS MB |",
-              "|---|---|---|---|---|"]
-    for w in ["jax"] + peers:
-        ratio = "" if w == "jax" else f"{med[w] / med['jax']:.2f}x"
+    head = " | ".join(f"{NAMES[p]} / this" for p in peers)
+    lines += ["", f"| | median s/step, alternating | {head} | standalone s/step | peak RSS MB |",
+              "|---|---|" + "---|" * len(peers) + "---|---|"]
+    for w in jaxes + peers:
+        ratios = " | ".join(f"{med[p] / med[w]:.2f}x" for p in peers)
         alone = f"{res[w]['step_s']:.3f}" if res else "not run"
         rss = f"{res[w]['peak_rss'] / mb:.0f}" if res else "not run"
-        lines.append(f"| {NAMES[w]} | {med[w]:.3f} | {ratio} | {alone} | {rss} |")
+        lines.append(f"| {NAMES[w]} | {med[w]:.3f} | {ratios} | {alone} | {rss} |")
     lines.append("")
     if busy:
         lines.append("**MACHINE BUSY**: other load competed with the timed steps, so these ratios are no headline "
                      "(eager PyTorch suffers much more than XLA on a loaded machine). Rerun on a quiet machine.")
     else:
         lines.append("Quiet machine. Issue 16's targets (jaxdistill >= 1.3x faster than the peer, peak memory at or "
-                     "below it): " + "; ".join(f"against {NAMES[p]}: {v}" for p, v in verdicts.items()) + ".")
+                     "below it): " + "; ".join(f"{NAMES[j]} against {NAMES[p]}: {v}"
+                                               for (j, p), v in verdicts.items()) + ".")
     lines.append("<!-- vs_pytorch:end -->")
     return "\n".join(lines) + "\n"
 
