@@ -473,6 +473,19 @@ def conclusions(cis, rows):
     return out
 
 
+def study_time(adapted, distilled, ft) -> str:
+    """One line: the wall time of each stage from its markers, and the total."""
+    t_teacher = float(adapted.get("train_seconds", 0.0))
+    t_distill = sum(float(info.get("time_s", 0.0)) for info in distilled.values())
+    runs = [r for per in ft.values() for by_lr in per.values() for r in by_lr.values()]
+    t_ft = sum(float(r.get("time_s", 0.0)) for r in runs)
+    mean_ft = f", {t_ft / len(runs) / 60:.1f} min each" if runs else ""
+    return (f"**Time (wall, from the stage markers):** teacher adaptation {t_teacher / 60:.0f} min of training; "
+            f"{len(distilled)} distillations {t_distill / 60:.0f} min; {len(runs)} fine-tunings {t_ft / 60:.0f} min"
+            f"{mean_ft}; in all {(t_teacher + t_distill + t_ft) / 3600:.1f} h, "
+            f"{(t_distill + t_ft) / 3600:.1f} h without the cached teacher.")
+
+
 def report(s, args, teacher_info, distilled, ft, path):
     from report import git_rev, machine_info, write_section
     rows, cis = analyse(s, distilled, ft)
@@ -495,6 +508,7 @@ def report(s, args, teacher_info, distilled, ft, path):
           f"**Machine:** `{m['uname']}`; CPU {m['cpu']}, {m['cores']} cores; jax {m['jax']} ({m['backend']}); "
           f"load average when the report was written {m['load']} (the cores were shared with other jobs while "
           "the stages ran, so times are indicative only).", ""]
+    L += [study_time(adapted, distilled, ft), ""]
     curve = adapted["curve"]
     reach = next((p for p in curve if p["mlm_accuracy"] is not None and p["mlm_accuracy"] >= 0.25), None)
     L += ["### Teacher", "",

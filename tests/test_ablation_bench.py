@@ -82,3 +82,13 @@ def test_partial_report_uses_the_seeds_every_arm_finished():
     assert ablation.finished_seeds(s, {"A-38": {}, "B-38": {}, "C-38": {}}, ft) == []
     assert ablation.without_stages(["--cache", "x", "--stages", "finetune", "report", "--quick"]) == ["--cache", "x",
                                                                                                       "--quick"]
+
+
+def test_study_time_sums_the_stage_markers():
+    ab = _ablation()
+    distilled = {"A-38": dict(time_s=600.0), "B-38": dict(time_s=480.0)}
+    ft = {"A-38": {0: {1e-4: dict(time_s=120.0), 3e-4: dict(time_s=60.0)}}, "B-38": {0: {1e-4: dict(time_s=180.0)}}}
+    # 2160 + (600 + 480) + (120 + 60 + 180) = 3600 s; without the teacher 1440 s
+    assert ab.study_time(dict(train_seconds=2160.0), distilled, ft) == (
+        "**Time (wall, from the stage markers):** teacher adaptation 36 min of training; 2 distillations 18 min; "
+        "3 fine-tunings 6 min, 2.0 min each; in all 1.0 h, 0.4 h without the cached teacher.")
