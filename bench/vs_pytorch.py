@@ -270,7 +270,6 @@ def jax_key(chunk_tokens: int) -> str:
 
 
 def run_alone(which, a, paths_json, chunk_tokens: int = 0):
-    which = "jax" if which.startswith("jax") else which
     cmd = [sys.executable, os.path.abspath(__file__), "--phase", which, "--batch", str(a.batch), "--seq-len",
            str(a.seq_len), "--mem-steps", str(a.mem_steps), "--paths", paths_json, "--torch-threads", str(a.torch_threads),
            "--phase-chunk", str(chunk_tokens)]
@@ -311,8 +310,7 @@ def main(argv=None):
     peers = [p for p in PEERS if p in a.peers]
     chunks = list(dict.fromkeys(a.vocab_chunk_tokens))
     jaxes = [jax_key(c) for c in chunks]
-    for c in chunks:
-        NAMES[jax_key(c)] = f"jaxdistill ({f'chunks of {c}' if c else 'whole logits'})"
+    names = dict(NAMES, **{jax_key(c): f"jaxdistill ({f'chunks of {c}' if c else 'whole logits'})" for c in chunks})
 
     import jax
     import torch
@@ -350,7 +348,7 @@ def main(argv=None):
         m = jax.device_get(jax_step(runs[j][0], runs[j][1]))
         first[j] = time.perf_counter() - t0
         loss0[j] = float(m["loss"])
-        print(f"step 0 loss: {NAMES[j]:<30} {loss0[j]:.6f} (soft {float(m['loss/soft']):.6f}, "
+        print(f"step 0 loss: {names[j]:<30} {loss0[j]:.6f} (soft {float(m['loss/soft']):.6f}, "
               f"mlm {float(m['loss/mlm']):.6f}, hid {float(m['loss/hid']):.6f})")
     jl = loss0[jaxes[0]]
     for p in peers:
@@ -360,10 +358,10 @@ def main(argv=None):
         loss0[p] = tl
         diff = abs(jl - tl)
         ok = "OK" if diff <= 1e-4 * max(1.0, abs(tl)) else "MISMATCH"
-        print(f"             {NAMES[p]:<30} {tl:.6f} (soft {tterms['soft']:.6f}, mlm {tterms['mlm']:.6f}, "
+        print(f"             {names[p]:<30} {tl:.6f} (soft {tterms['soft']:.6f}, mlm {tterms['mlm']:.6f}, "
               f"hid {tterms['hid']:.6f}); |difference| = {diff:.2e} ({ok})")
     print("first step incl. compile (jax.jit / torch.compile; eager has none): "
-          + ", ".join(f"{NAMES[w]} {first[w]:.1f}s" for w in jaxes + peers))
+          + ", ".join(f"{names[w]} {first[w]:.1f}s" for w in jaxes + peers))
 
     for _ in range(a.warmup):
         for j in jaxes:
@@ -385,12 +383,12 @@ def main(argv=None):
             times[p].append(time.perf_counter() - t0)
             others.append(others_runnable())
     print(f"loss after {1 + a.warmup + a.steps} steps (same batch each step): "
-          + ", ".join(f"{NAMES[w]} {last[w]:.5f}" for w in last))
+          + ", ".join(f"{names[w]} {last[w]:.5f}" for w in last))
 
     med = {w: statistics.median(t) for w, t in times.items()}
     print(f"\n{'alternating, one process':<32}{'median s/step':>14}{'min':>8}{'max':>8}{'steps/s':>10}{'tokens/s':>10}")
     for w, t in times.items():
-        print(f"{NAMES[w]:<32}{med[w]:14.3f}{min(t):8.3f}{max(t):8.3f}{1 / med[w]:10.3f}"
+        print(f"{names[w]:<32}{med[w]:14.3f}{min(t):8.3f}{max(t):8.3f}{1 / med[w]:10.3f}"
               f"{a.batch * a.seq_len / med[w]:10.0f}")
 
     res = {}
@@ -402,12 +400,12 @@ def main(argv=None):
         json.dump(dict(teacher=paths["teacher"], student=paths["student"], pairs=[list(p) for p in pairs],
                        proj_kernel=os.path.join(d, "proj_kernel.npy"), proj_bias=os.path.join(d, "proj_bias.npy")),
                   open(pj, "w"))
-        res = {w: run_alone(w, a, pj, chunk_tokens=chunks[jaxes.index(w)] if w in jaxes else 0)
-               for w in jaxes + peers}
+        res = {j: run_alone("jax", a, pj, chunk_tokens=c) for j, c in zip(jaxes, chunks)}
+        res.update({p: run_alone(p, a, pj) for p in peers})
         print(f"\n{'alone, own subprocess':<32}{'peak RSS MB':>12}{'over imports MB':>17}{'s/step':>9}"
               f"{'first step s':>14}")
         for w, r in res.items():
-            print(f"{NAMES[w]:<32}{r['peak_rss'] / 2**20:12.0f}{(r['peak_rss'] - r['base_rss']) / 2**20:17.0f}"
+            print(f"{names[w]:<32}{r['peak_rss'] / 2**20:12.0f}{(r['peak_rss'] - r['base_rss']) / 2**20:17.0f}"
                   f"{r['step_s']:9.3f}{r['first_s']:14.1f}")
         print("(peak memory: each framework alone in its own process, VmHWM; the alternating run holds all of "
               "them in one process and is not used for memory)")
@@ -427,7 +425,7 @@ def main(argv=None):
     for j in jaxes:
         for p in peers:
             r = med[p] / med[j]
-            line = f"  {NAMES[j]} / {NAMES[p]} speed = {r:.2f}x alternating"
+            line = f"  {names[j]} / {names[p]} speed = {r:.2f}x alternating"
             if res:
                 line += (f", {res[p]['step_s'] / res[j]['step_s']:.2f}x standalone; peak RSS "
                          f"{res[j]['peak_rss'] / 2**20:.0f} vs {res[p]['peak_rss'] / 2**20:.0f} MB")
@@ -441,13 +439,14 @@ def main(argv=None):
         from report import write_section
         cmd = "python bench/vs_pytorch.py " + " ".join(argv if argv is not None else sys.argv[1:])
         write_section(a.write, "<!-- vs_pytorch:start -->", "<!-- vs_pytorch:end -->", section_text(
-            cmd=cmd.strip(), rev=git_rev(), machine=machine, a=a, jaxes=jaxes, peers=peers, loss0=loss0, first=first, med=med,
-            res=res, load=(load_before, load_after), others=others, busy=busy, verdicts=verdicts))
+            cmd=cmd.strip(), rev=git_rev(), machine=machine, a=a, names=names, jaxes=jaxes, peers=peers, loss0=loss0, first=first, med=med,
+            res=res, load=(load_before, load_after), others=(others_mean, max(others)), busy=busy, verdicts=verdicts))
         print(f"wrote the PyTorch comparison section of {a.write}")
 
 
-def section_text(*, cmd, rev, machine, a, jaxes, peers, loss0, first, med, res, load, others, busy, verdicts) -> str:
-    """The generated "jaxdistill against the PyTorch way" section of docs/results.md (between its markers)."""
+def section_text(*, cmd, rev, machine, a, names, jaxes, peers, loss0, first, med, res, load, others, busy, verdicts) -> str:
+    """The generated "jaxdistill against the PyTorch way" section of docs/results.md (between its markers);
+    `others`: (mean, max) of other processes' runnable threads sampled between the timed steps."""
     mb = 2 ** 20
     lines = [
         "<!-- vs_pytorch:start -->",
@@ -456,7 +455,7 @@ def section_text(*, cmd, rev, machine, a, jaxes, peers, loss0, first, med, res, 
         f"Generated by `{cmd}` at commit {rev} on {machine['cpu']} ({machine['cores']} cores, jax "
         f"{machine['jax']}). Load average (1 min) {load[0][0]:.2f} before, {load[1][0]:.2f} after (the bench's own "
         f"threads included); other processes' runnable threads sampled between the timed steps: mean "
-        f"{statistics.mean(others):.2f}, max {max(others)}.",
+        f"{others[0]:.2f}, max {others[1]}.",
         "",
         "The same distillation step (all-MiniLM-L6-v2 teacher forward; half-width student, hidden 192, 6 layers, "
         "6 heads, FFN 768, forward and backward; soft KL + MLM + hidden MSE; clipping and AdamW; float32, dropout "
@@ -467,26 +466,26 @@ def section_text(*, cmd, rev, machine, a, jaxes, peers, loss0, first, med, res, 
         f"{a.steps} after {a.warmup} warm-up); peak RSS is each framework alone in its own process.",
         "",
         "Step-0 loss (same parameters, same batch): " + ", ".join(
-            f"{NAMES[w]} {loss0[w]:.6f}" + ("" if w == jaxes[0] else
+            f"{names[w]} {loss0[w]:.6f}" + ("" if w == jaxes[0] else
                                             f" (|difference| {abs(loss0[w] - loss0[jaxes[0]]):.1e})")
             for w in loss0) + ". First step including compilation: "
-        + ", ".join(f"{NAMES[w]} {first[w]:.1f} s" for w in first) + " (eager has no compilation).",
+        + ", ".join(f"{names[w]} {first[w]:.1f} s" for w in first) + " (eager has no compilation).",
     ]
-    head = " | ".join(f"{NAMES[p]} / this" for p in peers)
+    head = " | ".join(f"{names[p]} / this" for p in peers)
     lines += ["", f"| | median s/step, alternating | {head} | standalone s/step | peak RSS MB |",
               "|---|---|" + "---|" * len(peers) + "---|---|"]
     for w in jaxes + peers:
         ratios = " | ".join(f"{med[p] / med[w]:.2f}x" for p in peers)
         alone = f"{res[w]['step_s']:.3f}" if res else "not run"
         rss = f"{res[w]['peak_rss'] / mb:.0f}" if res else "not run"
-        lines.append(f"| {NAMES[w]} | {med[w]:.3f} | {ratios} | {alone} | {rss} |")
+        lines.append(f"| {names[w]} | {med[w]:.3f} | {ratios} | {alone} | {rss} |")
     lines.append("")
     if busy:
         lines.append("**MACHINE BUSY**: other load competed with the timed steps, so these ratios are no headline "
                      "(eager PyTorch suffers much more than XLA on a loaded machine). Rerun on a quiet machine.")
     else:
         lines.append("Quiet machine. Issue 16's targets (jaxdistill >= 1.3x faster than the peer, peak memory at or "
-                     "below it): " + "; ".join(f"{NAMES[j]} against {NAMES[p]}: {v}"
+                     "below it): " + "; ".join(f"{names[j]} against {names[p]}: {v}"
                                                for (j, p), v in verdicts.items()) + ".")
     lines.append("<!-- vs_pytorch:end -->")
     return "\n".join(lines) + "\n"
