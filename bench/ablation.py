@@ -40,6 +40,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workers import LOG_FORMAT, available_cores, run_pinned  # noqa: E402
 
 # Fixed before any result was seen, the same for every arm.
 FULL = dict(seq_len=128, holdout=256,                                       # the teacher stages' data
@@ -179,33 +180,49 @@ def read_evals(workdir: str):
     return sorted(points.items())
 
 
-def stage_distill(s, teacher, corpus, cache):
+def distill_marker(cache, arm, budget) -> str:
+    return os.path.join(cache, "runs", f"{arm}-{round(budget * 100)}.json")
+
+
+def distill_one(s, arm, budget, teacher, corpus, cache) -> None:
+    """One arm at one budget, to its marker (a run interrupted earlier with the same config resumes)."""
     from jaxdistill import train
+    key = f"{arm}-{round(budget * 100)}"
+    workdir = os.path.join(cache, "runs", key)
+    if os.path.isdir(workdir) and not read_marker_compatible(workdir, s, arm, budget, teacher, corpus, cache):
+        shutil.rmtree(workdir)
+    print(f"[distill] {key}: {ARMS[arm]['label']}, budget {budget:.0%}", flush=True)
+    started = time.time()
+    summary = train.train_and_evaluate(distill_config(s, arm, budget, teacher, corpus, cache, workdir), workdir)
+    if summary.get("status") not in ("completed", "already_complete"):
+        raise RuntimeError(f"{key}: distillation ended with status {summary.get('status')}")
+    student = os.path.join(workdir, "student")
+    write_marker(distill_marker(cache, arm, budget),
+                 dict(settings=dict(distill_settings(s), teacher=teacher, arm=ARMS[arm], budget=budget),
+                      time_s=time.time() - started, started=started, finished=time.time(),
+                      cores=len(os.sched_getaffinity(0)), student=student, params=backbone_params(student),
+                      evals=read_evals(workdir)))
+
+
+def stage_distill(s, teacher, corpus, cache, workers: int = 1):
     want = dict(distill_settings(s), teacher=teacher)
+    jobs = [(arm, budget) for budget in s["budgets"] for arm in ARMS]
+    missing = [(arm, budget) for arm, budget in jobs
+               if read_marker(distill_marker(cache, arm, budget), dict(want, arm=ARMS[arm], budget=budget)) is None]
+    if missing and workers > 1:  # tokenized once here, not by several workers into the same cache at once
+        from jaxdistill.experiment import resolve
+        from jaxdistill.train import prepare_data
+        arm, budget = missing[0]
+        prepare_data(resolve(distill_config(s, arm, budget, teacher, corpus, cache, os.path.join(cache, "runs", "x"))))
+    run_pinned(distill_one, [(s, arm, budget, teacher, corpus, cache) for arm, budget in missing], workers)
     out = {}
-    for budget in s["budgets"]:
-        for arm in ARMS:
-            key = f"{arm}-{round(budget * 100)}"
-            workdir = os.path.join(cache, "runs", key)
-            marker = os.path.join(cache, "runs", key + ".json")
-            info = read_marker(marker, dict(want, arm=ARMS[arm], budget=budget))
-            if info is None:
-                if os.path.isdir(workdir) and not read_marker_compatible(workdir, s, arm, budget, teacher, corpus, cache):
-                    shutil.rmtree(workdir)
-                print(f"[distill] {key}: {ARMS[arm]['label']}, budget {budget:.0%}", flush=True)
-                t1 = time.time()
-                summary = train.train_and_evaluate(distill_config(s, arm, budget, teacher, corpus, cache, workdir),
-                                                   workdir)
-                if summary.get("status") not in ("completed", "already_complete"):
-                    raise RuntimeError(f"{key}: distillation ended with status {summary.get('status')}")
-                student = os.path.join(workdir, "student")
-                info = write_marker(marker, dict(settings=dict(want, arm=ARMS[arm], budget=budget),
-                                                 time_s=time.time() - t1, student=student,
-                                                 params=backbone_params(student), evals=read_evals(workdir)))
-            ev = info["evals"]
-            print(f"[distill] {key}: {info['params'] / 1e6:.2f}M, KL {ev[0][1]['kl']:.4f} -> {ev[-1][1]['kl']:.4f}, "
-                  f"MLM {ev[0][1]['mlm']:.3f} -> {ev[-1][1]['mlm']:.3f} ({info['time_s']:.0f} s)", flush=True)
-            out[key] = info
+    for arm, budget in jobs:
+        key = f"{arm}-{round(budget * 100)}"
+        info = read_marker(distill_marker(cache, arm, budget), dict(want, arm=ARMS[arm], budget=budget))
+        ev = info["evals"]
+        print(f"[distill] {key}: {info['params'] / 1e6:.2f}M, KL {ev[0][1]['kl']:.4f} -> {ev[-1][1]['kl']:.4f}, "
+              f"MLM {ev[0][1]['mlm']:.3f} -> {ev[-1][1]['mlm']:.3f} ({info['time_s']:.0f} s)", flush=True)
+        out[key] = info
     return out
 
 
@@ -285,35 +302,50 @@ def test_correct(s, model_dir: str, splits) -> list:
     return (np.argmax(logits, -1) == task.validation["labels"]).astype(int).tolist()
 
 
-def stage_finetune(s, students, splits, cache, run_missing: bool = True):
+FT_SETTINGS = ("ft_epochs", "ft_max_length", "ft_batch", "split_seed", "split")
+
+
+def finetune_marker(cache, name) -> str:
+    return os.path.join(cache, "finetune", name + ".json")
+
+
+def finetune_one(s, name, student, splits, cache, seed, lr) -> None:
+    """One fine-tuning of one distilled student (`student`: its distillation marker), to its marker."""
+    from jaxdistill import finetune
+    print(f"[finetune] {name}", flush=True)
+    wd = os.path.join(cache, "finetune", name)
+    shutil.rmtree(wd, ignore_errors=True)
+    started = time.time()
+    r = finetune.finetune_and_evaluate(finetune_config(s, student["student"], splits, seed, lr), wd)
+    correct = test_correct(s, r["model_dir"], splits)
+    write_marker(finetune_marker(cache, name),
+                 dict(settings=dict({k: s[k] for k in FT_SETTINGS}, seed=seed, lr=lr, student=student["settings"]),
+                      validation=r["metrics"]["accuracy"], test=sum(correct) / len(correct), test_correct=correct,
+                      time_s=time.time() - started, started=started, finished=time.time(),
+                      cores=len(os.sched_getaffinity(0))))
+    shutil.rmtree(wd, ignore_errors=True)  # the markers keep what the report needs
+
+
+def stage_finetune(s, students, splits, cache, run_missing: bool = True, workers: int = 1):
     """Fine-tunes every student at every seed and lr (cached per run); with run_missing=False only reads the
     finished runs (the report of a study still running elsewhere)."""
-    from jaxdistill import finetune
-    want = {k: s[k] for k in ("ft_epochs", "ft_max_length", "ft_batch", "split_seed", "split")}
-    out = {}
+    want = {k: s[k] for k in FT_SETTINGS}
     # Seed-major order: an interrupted study has every arm at the same seeds (a balanced partial report).
-    for seed in s["ft_seeds"]:
-        for key, info in students.items():
-            for lr in s["ft_lrs"]:
-                name = f"{key}-seed{seed}-lr{lr:g}"
-                marker = os.path.join(cache, "finetune", name + ".json")
-                res = read_marker(marker, dict(want, seed=seed, lr=lr, student=info["settings"]))
-                if res is None and not run_missing:
-                    continue
-                if res is None:
-                    print(f"[finetune] {name}", flush=True)
-                    wd = os.path.join(cache, "finetune", name)
-                    shutil.rmtree(wd, ignore_errors=True)
-                    t1 = time.time()
-                    r = finetune.finetune_and_evaluate(finetune_config(s, info["student"], splits, seed, lr), wd)
-                    correct = test_correct(s, r["model_dir"], splits)
-                    res = write_marker(marker, dict(settings=dict(want, seed=seed, lr=lr, student=info["settings"]),
-                                                    validation=r["metrics"]["accuracy"],
-                                                    test=sum(correct) / len(correct), test_correct=correct,
-                                                    time_s=time.time() - t1))
-                    shutil.rmtree(wd, ignore_errors=True)  # the markers keep what the report needs
-                print(f"[finetune] {name}: validation {res['validation']:.4f}", flush=True)
-                out.setdefault(key, {}).setdefault(seed, {})[lr] = res
+    jobs = [(f"{key}-seed{seed}-lr{lr:g}", key, seed, lr)
+            for seed in s["ft_seeds"] for key in students for lr in s["ft_lrs"]]
+
+    def finished(name, key, seed, lr):
+        return read_marker(finetune_marker(cache, name), dict(want, seed=seed, lr=lr, student=students[key]["settings"]))
+
+    if run_missing:
+        run_pinned(finetune_one, [(s, name, students[key], splits, cache, seed, lr)
+                                  for name, key, seed, lr in jobs if finished(name, key, seed, lr) is None], workers)
+    out = {}
+    for name, key, seed, lr in jobs:
+        res = finished(name, key, seed, lr)
+        if res is not None:
+            print(f"[finetune] {name}: validation {res['validation']:.4f}", flush=True)
+            out.setdefault(key, {}).setdefault(seed, {})[lr] = res
     return out
 
 
@@ -473,16 +505,31 @@ def conclusions(cis, rows):
     return out
 
 
+def busy_seconds(markers) -> float:
+    """Wall seconds during which at least one of these runs was running: the union of their [started,
+    finished] intervals, so runs side by side count once; a marker without them (written before the
+    markers recorded them) adds its own time_s."""
+    total = sum(float(m.get("time_s", 0.0)) for m in markers if "started" not in m)
+    end = float("-inf")
+    for start, finish in sorted((m["started"], m["finished"]) for m in markers if "started" in m):
+        if finish > end:
+            total += finish - max(start, end)
+            end = finish
+    return total
+
+
 def study_time(adapted, distilled, ft) -> str:
     """One line: the wall time of each stage from its markers, and the total."""
-    t_teacher = float(adapted.get("train_seconds", 0.0))
-    t_distill = sum(float(info.get("time_s", 0.0)) for info in distilled.values())
     runs = [r for per in ft.values() for by_lr in per.values() for r in by_lr.values()]
-    t_ft = sum(float(r.get("time_s", 0.0)) for r in runs)
-    mean_ft = f", {t_ft / len(runs) / 60:.1f} min each" if runs else ""
-    return (f"**Time (wall, from the stage markers):** teacher adaptation {t_teacher / 60:.0f} min of training; "
-            f"{len(distilled)} distillations {t_distill / 60:.0f} min; {len(runs)} fine-tunings {t_ft / 60:.0f} min"
-            f"{mean_ft}; in all {(t_teacher + t_distill + t_ft) / 3600:.1f} h, "
+    t_teacher = float(adapted.get("train_seconds", 0.0))
+    t_distill, t_ft = busy_seconds(distilled.values()), busy_seconds(runs)
+    each = sum(float(r.get("time_s", 0.0)) for r in runs) / len(runs) / 60 if runs else 0.0
+    cores = sorted({int(m["cores"]) for m in list(distilled.values()) + runs if "cores" in m})
+    side = (f" (each run on {' or '.join(map(str, cores))} core(s), runs side by side)" if cores == [1] else
+            f" (each run on {' or '.join(map(str, cores))} cores)" if cores else "")
+    return (f"**Time (wall, from the stage markers){side}:** teacher adaptation {t_teacher / 60:.0f} min of "
+            f"training; {len(distilled)} distillations {t_distill / 60:.0f} min; {len(runs)} fine-tunings "
+            f"{t_ft / 60:.0f} min ({each:.1f} min each); in all {(t_teacher + t_distill + t_ft) / 3600:.1f} h, "
             f"{(t_distill + t_ft) / 3600:.1f} h without the cached teacher.")
 
 
@@ -506,8 +553,7 @@ def report(s, args, teacher_info, distilled, ft, path):
               f"arm: {finished_seeds(s, distilled, ft) or 'none yet'}.**", ""]
     L += [f"**Command:** `{cmd}`  ", f"**Commit:** {git_rev()}; report written {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
           f"**Machine:** `{m['uname']}`; CPU {m['cpu']}, {m['cores']} cores; jax {m['jax']} ({m['backend']}); "
-          f"load average when the report was written {m['load']} (the cores were shared with other jobs while "
-          "the stages ran, so times are indicative only).", ""]
+          f"load average when the report was written {m['load']}.", ""]
     L += [study_time(adapted, distilled, ft), ""]
     curve = adapted["curve"]
     reach = next((p for p in curve if p["mlm_accuracy"] is not None and p["mlm_accuracy"] >= 0.25), None)
@@ -607,13 +653,20 @@ def main(argv=None):
                    choices=["teacher", "distill", "finetune", "report"],
                    help="the stages to run; earlier stages are read from the cache (or run when missing), "
                         "and without `finetune` the report uses only the fine-tunings already finished")
+    p.add_argument("--workers", type=int, default=len(available_cores()),
+                   help="distillations and fine-tunings run side by side in this many processes, each pinned to "
+                        "one core (default: one per core this process may use; 1: one after another, each on "
+                        "every core)")
     raw = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(raw)
+    if args.workers < 1:
+        p.error(f"--workers {args.workers}: give at least 1 (1 runs the distillations and fine-tunings one "
+                "after another)")
     flags = os.environ.get("XLA_FLAGS", "")
     if args.quick and "xla_backend_optimization_level" not in flags:  # toy models: compile time dominates
         os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     import logging
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     s = QUICK if args.quick else FULL
     cache = os.path.abspath(args.cache)
     os.makedirs(cache, exist_ok=True)
@@ -628,10 +681,10 @@ def main(argv=None):
     teacher, head, adapted = stage_teacher(s, base_teacher, corpus, cache)
     distilled, ft = {}, {}
     if {"distill", "finetune", "report"} & set(args.stages):
-        distilled = stage_distill(s, teacher, corpus, cache)
+        distilled = stage_distill(s, teacher, corpus, cache, args.workers)
     if {"finetune", "report"} & set(args.stages):
         ft = stage_finetune(s, distilled, split_task(s, task_csv, os.path.join(cache, "splits")), cache,
-                            run_missing="finetune" in args.stages)
+                            run_missing="finetune" in args.stages, workers=args.workers)
     if "report" in args.stages:
         report(s, without_stages(raw), (head, adapted), distilled, ft, args.results)
     print(f"[done] {time.time() - t0:.0f} s", flush=True)

@@ -33,6 +33,8 @@ def test_quick_study_runs_every_stage_and_reports(tmp_path):
     runs = {k: json.load(open(tmp_path / "cache" / "runs" / f"{k}-50.json")) for k in ("A", "B", "C", "D", "E")}
     assert abs(runs["A"]["params"] - runs["C"]["params"]) <= 0.02 * runs["A"]["params"]
     assert len({r["params"] for r in runs.values()}) == 1  # every arm ends at the same budget
+    if len(os.sched_getaffinity(0)) >= 2:  # the default --workers ran them side by side, one core each
+        assert {r["cores"] for r in runs.values()} == {1}
     # a rerun finds every stage finished and recomputes nothing
     again = subprocess.run(cmd, env=env_with(XLA_FLAGS=""), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "[distill] A-50: iterative" not in again.stdout, again.stdout[-2000:]
@@ -91,4 +93,18 @@ def test_study_time_sums_the_stage_markers():
     # 2160 + (600 + 480) + (120 + 60 + 180) = 3600 s; without the teacher 1440 s
     assert ab.study_time(dict(train_seconds=2160.0), distilled, ft) == (
         "**Time (wall, from the stage markers):** teacher adaptation 36 min of training; 2 distillations 18 min; "
-        "3 fine-tunings 6 min, 2.0 min each; in all 1.0 h, 0.4 h without the cached teacher.")
+        "3 fine-tunings 6 min (2.0 min each); in all 1.0 h, 0.4 h without the cached teacher.")
+
+
+def test_busy_seconds_counts_runs_side_by_side_once():
+    ab = _ablation()
+    side_by_side = [dict(started=0.0, finished=10.0), dict(started=2.0, finished=6.0),
+                    dict(started=8.0, finished=15.0), dict(started=20.0, finished=21.0)]
+    assert ab.busy_seconds(side_by_side) == 15.0 + 1.0  # [0, 15] and [20, 21]
+    assert ab.busy_seconds([dict(time_s=7.0), dict(started=1.0, finished=3.0)]) == 9.0  # older markers: time_s
+    distilled = {"A-38": dict(started=0.0, finished=600.0, cores=1), "B-38": dict(started=0.0, finished=300.0, cores=1)}
+    ft = {"A-38": {0: {1e-4: dict(started=600.0, finished=660.0, time_s=60.0, cores=1),
+                       3e-4: dict(started=600.0, finished=720.0, time_s=120.0, cores=1)}}}
+    line = ab.study_time(dict(train_seconds=1800.0), distilled, ft)
+    assert "runs side by side" in line and "2 distillations 10 min" in line and "2 fine-tunings 2 min (1.5 min each)" in line
+    assert "in all 0.7 h, 0.2 h without the cached teacher" in line
