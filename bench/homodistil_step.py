@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from report import load_text  # noqa: E402
 
 CACHE = os.path.join(tempfile.gettempdir(), "jaxdistill-bench")
 
@@ -120,13 +120,6 @@ def timed(fn, *args):
     return time.perf_counter() - t0, out
 
 
-def load_avg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def _fmt_ms(x):
     return f"{x * 1e3:9.1f}"
 
@@ -151,7 +144,7 @@ def main(argv=None):
     from jaxdistill.models import hf
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, "
-          f"{os.cpu_count()} CPU cores, load average {load_avg()}")
+          f"{os.cpu_count()} CPU cores, load average {load_text()}")
     tdir = teacher_dir(a.teacher)
     tcfg = hf.load_config(tdir)
     cfg_b = make_config(a.teacher, a.batch, a.seq_len, pruning=True, dtype=a.dtype, dropout=not a.no_dropout)
@@ -261,7 +254,7 @@ def main(argv=None):
     print(f"HomoDistil step / plain distill step = ({med['homodistil'] * 1e3:.0f} + "
           f"{med['prune_update'] * 1e3:.0f}/{pcfg.every}) / {med['plain'] * 1e3:.0f} ms = {ratio:.3f}x  "
           f"(target <= 1.25x: {'met' if ratio <= 1.25 else 'NOT met'})")
-    print(f"load average after: {load_avg()}")
+    print(f"load average after: {load_text()}")
     return ratio
 
 

@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from report import load_text  # noqa: E402
 
 from jaxdistill import objectives  # noqa: E402
 from jaxdistill import sharding as shard_lib  # noqa: E402
@@ -53,10 +53,6 @@ STUDENT = dict(hidden_size=192, num_attention_heads=6, intermediate_size=768)
 DEEP = dict(vocab_size=8192, hidden_size=128, num_hidden_layers=24, num_attention_heads=4, intermediate_size=512,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 MB = 2 ** 20
-
-
-def load_avg() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def recipe_for(teacher: BertConfig, student: BertConfig):
@@ -106,10 +102,10 @@ def part_chunks(args) -> dict:
     # (chunk tokens, fused gradient): whole logits, each chunk size fused, the first also recomputed.
     settings = [(0, True)] + [(c, True) for c in args.chunks] + [(args.chunks[0], False)]
     name = lambda s: "whole" if not s[0] else f"{s[0]} {'fused' if s[1] else 'recomp'}"
-    print(f"\n== vocabulary chunking (load average before: {load_avg()}) ==")
+    print(f"\n== vocabulary chunking (load average before: {load_text()}) ==")
     print("step: MiniLM-shaped teacher -> half-width student, soft KL + MLM + hidden MSE, AdamW, float32")
     timed, memory = {}, {}
-    load_start = load_avg()
+    load_start = load_text()
     for batch in args.batches:
         logits_mb = batch * args.seq_len * teacher.vocab_size * 4 / MB
         print(f"\n{batch} x {args.seq_len}: one [B, L, V] float32 logits array = {logits_mb:.0f} MB")
@@ -130,7 +126,7 @@ def part_chunks(args) -> dict:
             if batch == args.batches[0]:
                 timed[chunk] = (compiled, state, tp, b)
     print(f"\nstep time at {args.batches[0]} x {args.seq_len}, alternating, {args.steps} rounds (load average "
-          f"before: {load_avg()})")
+          f"before: {load_text()})")
     times = {c: [] for c in timed}
     states = {c: v[1] for c, v in timed.items()}
     for _ in range(args.steps + 1):
@@ -144,10 +140,10 @@ def part_chunks(args) -> dict:
     for c, ts in times.items():
         medians[name(c)] = med = statistics.median(ts[1:])
         print(f"  vocab_chunk_tokens={name(c):>13}: {med:7.3f} s/step  ({med / base:.3f}x whole)")
-    print(f"load average after: {load_avg()}")
+    print(f"load average after: {load_text()}")
     return dict(memory=memory, medians=medians, logits_mb={b: b * args.seq_len * teacher.vocab_size * 4 / MB
                                                          for b in args.batches},
-                load=(load_start, load_avg()))
+                load=(load_start, load_text()))
 
 
 def chunks_section(args, res: dict, command: str) -> str:
@@ -178,7 +174,7 @@ def chunks_section(args, res: dict, command: str) -> str:
 
 
 def part_scan(args) -> None:
-    print(f"\n== 24-layer step compile time, unrolled vs scanned (load average before: {load_avg()}) ==")
+    print(f"\n== 24-layer step compile time, unrolled vs scanned (load average before: {load_text()}) ==")
     print(f"{'layers':>8}{'remat':>15}{'lower+compile s':>17}")
     results = {}
     for scan in (False, True):
@@ -193,7 +189,7 @@ def part_scan(args) -> None:
             print(f"{'scanned' if scan else 'unrolled':>8}{remat:>15}{results[(scan, remat)]:17.1f}")
     for remat in ("none", "full"):
         print(f"  remat={remat}: unrolled / scanned = {results[(False, remat)] / results[(True, remat)]:.1f}x")
-    print(f"load average after: {load_avg()}")
+    print(f"load average after: {load_text()}")
 
 
 def main(argv=None) -> None:

@@ -17,6 +17,11 @@ def load_average() -> List[float]:
         return []
 
 
+def load_text() -> str:
+    """The load averages as printed in the reports: "1.02 0.87 0.66" ("?" where the OS has none)."""
+    return " ".join(f"{x:.2f}" for x in load_average()) or "?"
+
+
 def machine_info() -> Dict[str, str]:
     """uname, CPU model, cores, jax version and backend, Python, load average (1, 5, 15 min) now."""
     import jax
@@ -28,7 +33,7 @@ def machine_info() -> Dict[str, str]:
         pass
     return dict(uname=" ".join(platform.uname()), cpu=cpu, cores=str(os.cpu_count()), jax=jax.__version__,
                 backend=f"{jax.default_backend()} x {jax.device_count()}", python=platform.python_version(),
-                load=" ".join(f"{x:.2f}" for x in load_average()) or "?")
+                load=load_text())
 
 
 def git_rev() -> str:

@@ -57,6 +57,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
+from report import load_text  # noqa: E402
 
 CACHE = os.path.join(tempfile.gettempdir(), "jaxdistill-bench")
 STUDENT = dict(hidden_size=192, num_attention_heads=6, intermediate_size=768, with_pooler=False)
@@ -70,13 +71,6 @@ def proc_status(key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
 
 
 # ------------------------------------------------------------------------------------------------ jax side
@@ -324,7 +318,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     machine = machine_info()
     print(f"jax {jax.__version__}, torch {torch.__version__}, transformers {transformers.__version__}; "
-          f"{ncpu} CPU cores (torch threads {cores}); load average before {load_avg()}")
+          f"{ncpu} CPU cores (torch threads {cores}); load average before {load_text()}")
     t0 = time.perf_counter()
     runs = {}
     for c in chunks:  # the same config and seeds, so the same initial parameters; only the chunking differs
