@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jaxdistill import storage
+from jaxdistill import storage, storage_retry
 from jaxdistill.errors import (CheckpointError, ConfigError, ResumeError,  # noqa: F401  (ResumeError re-exported)
                                StorageError)
 
@@ -93,7 +93,7 @@ class Checkpointer:
         try:
             yield
         except (OSError, ValueError) as e:
-            cause = storage_failure(e)
+            cause = storage.describe_failure(e)
             if cause is None:
                 raise
             advice = storage.failure_advice(storage.failure_kind(e), resume=True,
@@ -120,7 +120,7 @@ class Checkpointer:
             except Exception as e:  # orbax raises several types for damaged files
                 raise_if_unreadable(e, f"the checkpoint of step {step} in {self.directory}")
                 log.warning("checkpoint at step %d in %s could not be restored (%s); trying the one before",
-                            step, self.directory, first_line(e))
+                            step, self.directory, storage.first_line(e))
                 damaged.append(step)
                 continue
             self._set_aside(damaged)
@@ -148,7 +148,7 @@ class Checkpointer:
                 try:
                     storage.move_tree(source, target)
                 except Exception as e:  # noqa: BLE001  (OSError locally, the client's errors on gs://)
-                    if storage.storage_failure_reason(e) is None:
+                    if storage.describe_failure(e) is None:
                         raise
                     raise StorageError(
                         f"could not move the damaged checkpoint {source} aside to {target} "
@@ -169,16 +169,6 @@ class Checkpointer:
         self.manager.close()
 
 
-first_line = storage.first_line    # kept here for the modules and tests that import them from checkpoint
-error_chain = storage.error_chain
-
-
-def storage_failure(error: BaseException) -> Optional[str]:
-    """A short description when `error` (or what it came from) is a storage failure, else None; tensorstore's
-    `ValueError("RESOURCE_EXHAUSTED: ...")` and the like included (`storage.failure_kind`)."""
-    return storage.describe_failure(error)
-
-
 def raise_if_unreadable(error: BaseException, what: str) -> None:
     """Raises StorageError when `error` came from missing permissions or a storage that does not answer:
     neither is damage, and no fallback to an older checkpoint can fix it."""
@@ -189,8 +179,8 @@ def raise_if_unreadable(error: BaseException, what: str) -> None:
 
 
 def configure_tensorstore_retries() -> None:
-    """Bounds tensorstore's retries of gs:// requests by JAXDISTILL_STORAGE_RETRY_S (`storage.tensorstore_retries`;
-    its own default retries for about a quarter of an hour). Orbax builds every tensorstore context from two
+    """Bounds tensorstore's retries of gs:// requests by JAXDISTILL_STORAGE_RETRY_S
+    (`storage_retry.tensorstore_retries`; its own default retries for about a quarter of an hour). Orbax builds every tensorstore context from two
     module-level dicts and offers no option for this, so the resource is added to those."""
     try:
         from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
@@ -198,7 +188,7 @@ def configure_tensorstore_retries() -> None:
     except (ImportError, AttributeError):  # another orbax layout: tensorstore keeps its own retry policy
         log.debug("orbax's tensorstore contexts not found; gs:// checkpoint requests keep tensorstore's retries")
         return
-    retries = storage.tensorstore_retries()
+    retries = storage_retry.tensorstore_retries()
     for context in contexts:
         if isinstance(context, dict):
             context["gcs_request_retries"] = dict(retries)
@@ -231,10 +221,10 @@ def read_state(directory: str, step: Optional[int] = None) -> Tuple[int, Any]:
             others = [s for s in steps if s != candidate]
             if step is not None:
                 raise CheckpointError(f"the checkpoint of step {candidate} ({path}) is damaged and cannot be "
-                                      f"read ({first_line(e)}); pick another with --step (available: {others})"
+                                      f"read ({storage.first_line(e)}); pick another with --step (available: {others})"
                                       ) from None
             log.warning("the checkpoint of step %d (%s) is damaged (%s); trying the one before",
-                        candidate, path, first_line(e))
+                        candidate, path, storage.first_line(e))
     raise CheckpointError(f"every checkpoint in {directory} is damaged (steps {steps}); nothing can be read")
 
 

@@ -35,7 +35,7 @@ import time
 import uuid
 from typing import Optional
 
-from jaxdistill import storage
+from jaxdistill import storage, storage_retry
 from jaxdistill.errors import StorageError, WorkdirInUseError
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class GcsLockStore:
         from google.api_core.exceptions import PreconditionFailed
         try:
             self.bucket.blob(self.key).upload_from_string(json.dumps(record), if_generation_match=0,
-                                                          **storage.gcs_call_options())
+                                                          **storage_retry.gcs_call_options())
         except PreconditionFailed:
             return False
         return True
@@ -120,11 +120,11 @@ class GcsLockStore:
         """(record, generation), or (None, None) when there is no lock object."""
         from google.api_core.exceptions import NotFound, PreconditionFailed
         for _ in range(5):  # the object may change between reading its generation and its content
-            blob = self.bucket.get_blob(self.key, **storage.gcs_call_options())
+            blob = self.bucket.get_blob(self.key, **storage_retry.gcs_call_options())
             if blob is None:
                 return None, None
             try:
-                data = blob.download_as_bytes(if_generation_match=blob.generation, **storage.gcs_call_options())
+                data = blob.download_as_bytes(if_generation_match=blob.generation, **storage_retry.gcs_call_options())
             except (NotFound, PreconditionFailed):
                 continue
             try:
@@ -146,10 +146,10 @@ class GcsLockStore:
         blob = self.bucket.blob(self.key)
         try:
             if record is None:
-                blob.delete(if_generation_match=generation, **storage.gcs_call_options())
+                blob.delete(if_generation_match=generation, **storage_retry.gcs_call_options())
             else:
                 blob.upload_from_string(json.dumps(record), if_generation_match=generation,
-                                        **storage.gcs_call_options())
+                                        **storage_retry.gcs_call_options())
         except (NotFound, PreconditionFailed):
             return False
         return True
@@ -268,7 +268,7 @@ class WorkdirLock:
                     log.error("lost the lock of %s to another run", self.workdir)
                     return
             except Exception as e:  # a storage hiccup: the next beat retries within the lease
-                if storage.storage_failure_reason(e) is None:
+                if storage.describe_failure(e) is None:
                     raise
                 log.warning("could not renew the lock of %s (%s)", self.workdir, e)
 
@@ -285,10 +285,10 @@ class WorkdirLock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         try:
-            with storage.retry_budget(RELEASE_RETRY_S):  # a lock left behind is taken over: do not hold the exit
+            with storage_retry.retry_budget(RELEASE_RETRY_S):  # a lock left behind is taken over: do not hold the exit
                 self.store.swap_if_held_by(self.token, None)
         except Exception as e:  # noqa: BLE001  (storage errors of either store)
-            if storage.storage_failure_reason(e) is None:
+            if storage.describe_failure(e) is None:
                 raise
             log.warning("could not remove the lock file %s (%s); the next run takes it over", self.store.path, e)
 

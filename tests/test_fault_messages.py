@@ -15,7 +15,8 @@ import pytest
 
 from engine_helpers import tiny_setup
 from jaxdistill import cli, errors
-from jaxdistill.checkpoint import Checkpointer, read_state, storage_failure
+from jaxdistill.checkpoint import Checkpointer, read_state
+from jaxdistill.storage import describe_failure
 from jaxdistill.models import hf
 from tiny import tiny_config
 
@@ -189,8 +190,8 @@ def test_unreadable_checkpoints_are_storage_errors_not_damage(tmp_path, monkeypa
 
 
 def test_tensorstore_full_disk_is_a_storage_failure():
-    assert "disk (or quota) is full" in storage_failure(ValueError('RESOURCE_EXHAUSTED: Error writing "w/0"'))
-    assert storage_failure(ValueError("shape mismatch")) is None
+    assert "disk (or quota) is full" in describe_failure(ValueError('RESOURCE_EXHAUSTED: Error writing "w/0"'))
+    assert describe_failure(ValueError("shape mismatch")) is None
 
 
 # --------------------------------------------------------------------------------------- small fixes

@@ -368,7 +368,7 @@ def test_permission_denied_exits_75_before_any_work_with_the_credentials_fix(gcs
 
 
 def test_storage_failure_kinds_and_retry_budget(monkeypatch):
-    from jaxdistill import checkpoint, storage
+    from jaxdistill import checkpoint, storage, storage_retry
     from jaxdistill.errors import ConfigError
     from google.api_core import exceptions as gexc
     kinds = {ValueError("PERMISSION_DENIED: Error writing"): storage.PERMISSION,
@@ -381,20 +381,20 @@ def test_storage_failure_kinds_and_retry_budget(monkeypatch):
     for error, kind in kinds.items():
         assert storage.failure_kind(error) == kind, error
     for budget in (0.5, 2, 120, 3600):
-        first, longest, retries = storage.backoff(budget)
+        first, longest, retries = storage_retry.backoff(budget)
         delays = [min(first * 2 ** i, longest) for i in range(retries)]
         assert retries >= 1 and (sum(delays) <= budget + 1e-9 or retries == 1)
-    assert storage.backoff(120) == (1.0, 30.0, 7) and storage.gcsfs_attempts(2) == 2
+    assert storage_retry.backoff(120) == (1.0, 30.0, 7) and storage_retry.gcsfs_attempts(2) == 2
     monkeypatch.setenv("JAXDISTILL_STORAGE_RETRY_S", "5")
     checkpoint.configure_tensorstore_retries()
     from orbax.checkpoint._src.serialization import tensorstore_utils
-    assert tensorstore_utils._BASE_TS_CONTEXT["gcs_request_retries"] == storage.tensorstore_retries()
-    with storage.retry_budget(1):  # a clean-up's shorter budget (the lock's release), in this thread only
-        assert storage.retry_budget_s() == 1 and storage.gcs_call_options()["timeout"][0] == 1
-    assert storage.retry_budget_s() == 5
+    assert tensorstore_utils._BASE_TS_CONTEXT["gcs_request_retries"] == storage_retry.tensorstore_retries()
+    with storage_retry.retry_budget(1):  # a clean-up's shorter budget (the lock's release), in this thread only
+        assert storage_retry.retry_budget_s() == 1 and storage_retry.gcs_call_options()["timeout"][0] == 1
+    assert storage_retry.retry_budget_s() == 5
     monkeypatch.setenv("JAXDISTILL_STORAGE_RETRY_S", "soon")
     with pytest.raises(ConfigError, match="JAXDISTILL_STORAGE_RETRY_S"):
-        storage.retry_budget_s()
+        storage_retry.retry_budget_s()
 
 
 # ------------------------------------------------------------------------- gs:// for every other command
