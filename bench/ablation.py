@@ -518,16 +518,29 @@ def busy_seconds(markers) -> float:
     return total
 
 
+def most_side_by_side(markers) -> int:
+    """The largest number of these runs that were running at the same moment (from started / finished)."""
+    events = sorted([(m["started"], 1) for m in markers if "started" in m]
+                    + [(m["finished"], -1) for m in markers if "started" in m])
+    most = running = 0
+    for _, change in events:  # at equal times a finish (-1) sorts before a start: back-to-back runs do not overlap
+        running += change
+        most = max(most, running)
+    return most
+
+
 def study_time(adapted, distilled, ft) -> str:
     """One line: the wall time of each stage from its markers, and the total."""
     runs = [r for per in ft.values() for by_lr in per.values() for r in by_lr.values()]
     t_teacher = float(adapted.get("train_seconds", 0.0))
     t_distill, t_ft = busy_seconds(distilled.values()), busy_seconds(runs)
     each = sum(float(r.get("time_s", 0.0)) for r in runs) / len(runs) / 60 if runs else 0.0
-    cores = sorted({int(m["cores"]) for m in list(distilled.values()) + runs if "cores" in m})
-    side = (f" (each run on {' or '.join(map(str, cores))} core(s), runs side by side)" if cores == [1] else
-            f" (each run on {' or '.join(map(str, cores))} cores)" if cores else "")
-    return (f"**Time (wall, from the stage markers){side}:** teacher adaptation {t_teacher / 60:.0f} min of "
+    markers = list(distilled.values()) + runs
+    cores = sorted({int(m["cores"]) for m in markers if "cores" in m})
+    side = most_side_by_side(markers)
+    how = (f" (up to {side} runs side by side, each on {' or '.join(map(str, cores))} core(s))" if side > 1 else
+           f" (one run at a time, each on {' or '.join(map(str, cores))} cores)" if cores else "")
+    return (f"**Time (wall, from the stage markers){how}:** teacher adaptation {t_teacher / 60:.0f} min of "
             f"training; {len(distilled)} distillations {t_distill / 60:.0f} min; {len(runs)} fine-tunings "
             f"{t_ft / 60:.0f} min ({each:.1f} min each); in all {(t_teacher + t_distill + t_ft) / 3600:.1f} h, "
             f"{(t_distill + t_ft) / 3600:.1f} h without the cached teacher.")

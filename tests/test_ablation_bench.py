@@ -102,9 +102,11 @@ def test_busy_seconds_counts_runs_side_by_side_once():
                     dict(started=8.0, finished=15.0), dict(started=20.0, finished=21.0)]
     assert ab.busy_seconds(side_by_side) == 15.0 + 1.0  # [0, 15] and [20, 21]
     assert ab.busy_seconds([dict(time_s=7.0), dict(started=1.0, finished=3.0)]) == 9.0  # older markers: time_s
+    assert ab.most_side_by_side(side_by_side) == 2
+    assert ab.most_side_by_side([dict(started=0.0, finished=5.0), dict(started=5.0, finished=9.0)]) == 1
     distilled = {"A-38": dict(started=0.0, finished=600.0, cores=1), "B-38": dict(started=0.0, finished=300.0, cores=1)}
     ft = {"A-38": {0: {1e-4: dict(started=600.0, finished=660.0, time_s=60.0, cores=1),
                        3e-4: dict(started=600.0, finished=720.0, time_s=120.0, cores=1)}}}
     line = ab.study_time(dict(train_seconds=1800.0), distilled, ft)
-    assert "runs side by side" in line and "2 distillations 10 min" in line and "2 fine-tunings 2 min (1.5 min each)" in line
+    assert "(up to 2 runs side by side, each on 1 core(s))" in line and "2 distillations 10 min" in line and "2 fine-tunings 2 min (1.5 min each)" in line
     assert "in all 0.7 h, 0.2 h without the cached teacher" in line
