@@ -22,11 +22,11 @@ rate chosen per (arm, seed) on the validation split; paired bootstrap 95 % CIs o
     python bench/ablation.py                  # the study; resumable stage by stage
     python bench/ablation.py --stages teacher # only the teacher
     python bench/ablation.py --stages report  # the report from the finished runs, starting none
+    python bench/ablation.py --quick --teacher DIR --corpus FILE --task-file CSV --cache DIR  # toy sizes (tests)
 
 Time on 2 idle cores (2 Xeon vCPUs): the teacher stages ~1.5 h once (cached; 25 % held-out accuracy after ~50
 min), then the 10 distillations and 60 fine-tunings 1.7 h, two at a time (`--workers`, default one process
 per core, each pinned to its core: `bench/workers.py`).
-    python bench/ablation.py --quick --teacher DIR --corpus FILE --task-file CSV --cache DIR  # toy sizes (tests)
 
 Writes the section between `<!-- ablation:start -->` and `<!-- ablation:end -->` of `docs/results.md` and
 `docs/ablation_kl.png`. Everything else (data, teachers, runs, markers) goes to `--cache`
@@ -185,14 +185,19 @@ def read_evals(workdir: str):
     return sorted(points.items())
 
 
+def run_key(arm, budget) -> str:
+    """"A-38": the arm at its budget in percent (names the run's folder and marker)."""
+    return f"{arm}-{round(budget * 100)}"
+
+
 def distill_marker(cache, arm, budget) -> str:
-    return os.path.join(cache, "runs", f"{arm}-{round(budget * 100)}.json")
+    return os.path.join(cache, "runs", run_key(arm, budget) + ".json")
 
 
 def distill_one(s, arm, budget, teacher, corpus, cache) -> None:
     """One arm at one budget, to its marker (a run interrupted earlier with the same config resumes)."""
     from jaxdistill import train
-    key = f"{arm}-{round(budget * 100)}"
+    marker, key = distill_marker(cache, arm, budget), run_key(arm, budget)
     workdir = os.path.join(cache, "runs", key)
     if os.path.isdir(workdir) and not read_marker_compatible(workdir, s, arm, budget, teacher, corpus, cache):
         shutil.rmtree(workdir)
@@ -202,7 +207,7 @@ def distill_one(s, arm, budget, teacher, corpus, cache) -> None:
     if summary.get("status") not in ("completed", "already_complete"):
         raise RuntimeError(f"{key}: distillation ended with status {summary.get('status')}")
     student = os.path.join(workdir, "student")
-    write_marker(distill_marker(cache, arm, budget),
+    write_marker(marker,
                  dict(settings=dict(distill_settings(s), teacher=teacher, arm=ARMS[arm], budget=budget),
                       time_s=time.time() - started, started=started, finished=time.time(),
                       cores=len(os.sched_getaffinity(0)), student=student, params=backbone_params(student),
@@ -217,12 +222,12 @@ def stage_distill(s, teacher, corpus, cache, workers: int = 1):
     if missing and workers > 1:  # tokenized once here, not by several workers into the same cache at once
         from jaxdistill.experiment import resolve
         from jaxdistill.train import prepare_data
-        arm, budget = missing[0]
-        prepare_data(resolve(distill_config(s, arm, budget, teacher, corpus, cache, os.path.join(cache, "runs", "x"))))
+        arm, budget = missing[0]  # any arm: they share the data settings (the workdir is only named, not made)
+        prepare_data(resolve(distill_config(s, arm, budget, teacher, corpus, cache, os.path.join(cache, "runs", arm))))
     run_pinned(distill_one, [(s, arm, budget, teacher, corpus, cache) for arm, budget in missing], workers)
     out = {}
     for arm, budget in jobs:
-        key = f"{arm}-{round(budget * 100)}"
+        key = run_key(arm, budget)
         info = read_marker(distill_marker(cache, arm, budget), dict(want, arm=ARMS[arm], budget=budget))
         ev = info["evals"]
         print(f"[distill] {key}: {info['params'] / 1e6:.2f}M, KL {ev[0][1]['kl']:.4f} -> {ev[-1][1]['kl']:.4f}, "
