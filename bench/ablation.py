@@ -21,7 +21,7 @@ rate chosen per (arm, seed) on the validation split; paired bootstrap 95 % CIs o
 
     python bench/ablation.py                  # the study; resumable stage by stage
     python bench/ablation.py --stages teacher # only the teacher
-    python bench/ablation.py --stages report  # the report from the finished runs, starting none
+    python bench/ablation.py --stages report  # the report from the fine-tunings finished so far
     python bench/ablation.py --quick --teacher DIR --corpus FILE --task-file CSV --cache DIR  # toy sizes (tests)
 
 Time on 2 idle cores (2 Xeon vCPUs): the teacher stages ~1.5 h once (cached; 25 % held-out accuracy after ~50
