@@ -190,6 +190,13 @@ def run_key(arm, budget) -> str:
     return f"{arm}-{round(budget * 100)}"
 
 
+def run_times(started: float) -> dict:
+    """A finished run's marker fields for the Time line: started / finished (epoch s), time_s, and the cores
+    its process could use."""
+    finished = time.time()
+    return dict(time_s=finished - started, started=started, finished=finished, cores=len(available_cores()))
+
+
 def distill_marker(cache, arm, budget) -> str:
     return os.path.join(cache, "runs", run_key(arm, budget) + ".json")
 
@@ -209,9 +216,8 @@ def distill_one(s, arm, budget, teacher, corpus, cache) -> None:
     student = os.path.join(workdir, "student")
     write_marker(marker,
                  dict(settings=dict(distill_settings(s), teacher=teacher, arm=ARMS[arm], budget=budget),
-                      time_s=time.time() - started, started=started, finished=time.time(),
-                      cores=len(os.sched_getaffinity(0)), student=student, params=backbone_params(student),
-                      evals=read_evals(workdir)))
+                      student=student, params=backbone_params(student), evals=read_evals(workdir),
+                      **run_times(started)))
 
 
 def stage_distill(s, teacher, corpus, cache, workers: int = 1):
@@ -331,8 +337,7 @@ def finetune_one(s, name, student, splits, cache, seed, lr) -> None:
     write_marker(finetune_marker(cache, name),
                  dict(settings=dict({k: s[k] for k in FT_SETTINGS}, seed=seed, lr=lr, student=student["settings"]),
                       validation=r["metrics"]["accuracy"], test=sum(correct) / len(correct), test_correct=correct,
-                      time_s=time.time() - started, started=started, finished=time.time(),
-                      cores=len(os.sched_getaffinity(0))))
+                      **run_times(started)))
     shutil.rmtree(wd, ignore_errors=True)  # the markers keep what the report needs
 
 
