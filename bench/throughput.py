@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from homodistil_step import load_avg, make_config, set_target_widths, teacher_dir, timed  # noqa: E402
+from homodistil_step import make_config, set_target_widths, teacher_dir, timed  # noqa: E402
+from report import load_text  # noqa: E402
 
 
 def matmul_peak(n: int = 2048, dtype=jnp.float32, reps: int = 3) -> float:
@@ -82,7 +83,7 @@ def main(argv=None):
 
     dev = jax.devices()[0]
     print(f"jax {jax.__version__} on {dev.device_kind} x{jax.device_count()}, {os.cpu_count()} CPU cores, "
-          f"load average {load_avg()}")
+          f"load average {load_text()}")
     pruning = a.recipe == "homodistil" and not a.no_pruning
     cfg = make_config(a.teacher, a.batch, a.seq_len, recipe=a.recipe, pruning=pruning, dtype=a.dtype,
                       dropout=not a.no_dropout)
@@ -149,7 +150,7 @@ def main(argv=None):
     if data_rate is not None:
         print(f"{'data pipeline (same batch shape)':<40}{data_rate:12.1f} batches/s  "
               f"= {data_rate * t:.0f}x the step rate")
-    print(f"load average after: {load_avg()}")
+    print(f"load average after: {load_text()}")
 
 
 if __name__ == "__main__":
