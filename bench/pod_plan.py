@@ -56,6 +56,9 @@ from typing import Dict, List, Optional, Sequence
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+import hlo_text  # noqa: E402  (bench/hlo_text.py)
+
 RESULTS = os.path.join(HERE, "results", "pod_plan")
 DOC = os.path.join(ROOT, "docs", "scale.md")
 GIB = 2 ** 30
@@ -297,25 +300,6 @@ def plan_case(case: Case, devices: Sequence = None, root: Optional[str] = None, 
 
 
 # ------------------------------------------------------------------------------------- HLO collectives
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
-                "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1}
-_SHAPE = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*?)\s+([a-z][\w\-]*)\((.*)$")
-_HEADER = re.compile(r"^(ENTRY\s+)?%([\w.\-]+)\s*\(.*\{\s*$")
-_CALLEE = re.compile(r"\b(body|condition|calls|to_apply|true_computation|false_computation)=%([\w.\-]+)")
-_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
-_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
-
-
-def type_bytes(type_str: str) -> int:
-    """Bytes of an HLO result type (an array type or a tuple of them)."""
-    total = 0
-    for dtype, dims in _SHAPE.findall(type_str):
-        if dtype in _DTYPE_BYTES:
-            total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-    return total
-
-
 def group_size(line: str) -> int:
     """Devices per replica group of a collective's HLO line (1 when it cannot be read)."""
     m = re.search(r"replica_groups=mesh\[([^\]]*)\].*?\{([^}]*)\}", line)
@@ -341,71 +325,39 @@ def count_collectives(hlo: str) -> dict:
     A collective inside a while body counts trip-count times (nested loops multiply); both branches of a
     conditional count (an upper bound). Async pairs (`*-start`/`*-done`) count once, at the start.
     """
-    shapes: Dict[str, str] = {}
-    comps: Dict[str, list] = {}
-    entry, current = None, None
-    for line in hlo.splitlines():
-        h = _HEADER.match(line)
-        if h:
-            current = h.group(2)
-            comps[current] = []
-            if h.group(1):
-                entry = current
-            continue
-        m = _INSTR.match(line)
-        if m and current is not None:
-            shapes[m.group(1)] = m.group(2)
-            comps[current].append((m.group(3), m.group(4), line))
+    module = hlo_text.parse(hlo)
     totals = {k: {"ops": 0, "calls": 0, "bytes": 0, "moved": 0} for k in COLLECTIVES}
-    for instrs in comps.values():
+    for instrs in module.computations.values():
         for op, _, _ in instrs:
             kind = op[:-6] if op.endswith("-start") else op
             if kind in totals:
                 totals[kind]["ops"] += 1
-    unknown = [0]
     top: Dict[tuple, int] = {}
-
-    def walk(comp: str, times: int, seen: tuple):
-        for op, rest, line in comps.get(comp, ()):
-            kind = op[:-6] if op.endswith("-start") else op
-            if kind in totals:
-                operands = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
-                nbytes = sum(type_bytes(shapes.get(o, "")) for o in operands)
-                n = group_size(line)
-                if kind == "all-reduce":
-                    moved = 2 * (n - 1) / n * nbytes
-                elif kind == "all-gather":
-                    moved = (n - 1) * nbytes
-                elif kind in ("reduce-scatter", "all-to-all"):
-                    moved = (n - 1) / n * nbytes
-                else:
-                    moved = nbytes
-                where = re.search(r'op_name="([^"]*)"', line)
-                key = (kind, n, nbytes, where.group(1) if where else "?")
-                top[key] = top.get(key, 0) + times
-                t = totals[kind]
-                t["calls"] += times
-                t["bytes"] += times * nbytes
-                t["moved"] += times * moved
-            trip = 1
-            if op == "while":
-                m = _TRIP.search(line)
-                trip = int(m.group(1)) if m else 1
-                unknown[0] += 0 if m else 1
-            callees = [(kw, c) for kw, c in _CALLEE.findall(line)]
-            for b in _BRANCHES.findall(line):
-                callees += [("branch", c) for c in re.findall(r"%([\w.\-]+)", b)]
-            for kw, c in callees:
-                if c not in seen:
-                    walk(c, times * (trip if kw in ("body", "condition") else 1), seen + (c,))
-
-    if entry is None:
-        raise ValueError("no ENTRY computation in the HLO text")
-    walk(entry, 1, (entry,))
+    for op, rest, line, times in hlo_text.executions(module):
+        kind = op[:-6] if op.endswith("-start") else op
+        if kind not in totals:
+            continue
+        nbytes = sum(hlo_text.type_bytes(module.shapes.get(o, "")) for o in hlo_text.operands(rest))
+        n = group_size(line)
+        if kind == "all-reduce":
+            moved = 2 * (n - 1) / n * nbytes
+        elif kind == "all-gather":
+            moved = (n - 1) * nbytes
+        elif kind in ("reduce-scatter", "all-to-all"):
+            moved = (n - 1) / n * nbytes
+        else:
+            moved = nbytes
+        where = re.search(r'op_name="([^"]*)"', line)
+        key = (kind, n, nbytes, where.group(1) if where else "?")
+        top[key] = top.get(key, 0) + times
+        t = totals[kind]
+        t["calls"] += times
+        t["bytes"] += times * nbytes
+        t["moved"] += times * moved
     for t in totals.values():
         t["moved"] = int(t["moved"])
     largest = sorted(top.items(), key=lambda kv: -kv[0][2] * kv[1])[:8]
-    return dict(totals, while_unknown_trips=unknown[0],
+    return dict(totals, while_unknown_trips=module.unknown_trips,
                 largest=[dict(kind=k, group=n, bytes=b, calls=c, op_name=w[-160:]) for (k, n, b, w), c in largest])
 
 
