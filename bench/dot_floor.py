@@ -2,6 +2,11 @@
 
     python bench/dot_floor.py                        # MiniLM HomoDistil step, 8 x 128 (bench/throughput.py's)
     python bench/dot_floor.py --batch 16 --reps 5
+    python bench/dot_floor.py --quick                # tiny random teacher, ~1 minute
+
+Measured on the 2-core development machine (commit 247d99c, quiet; bench/README.md): 18 distinct dots, 221 per
+step, 195 GFLOP; XLA's kernels do them in 1.24-1.30 s alone, PyTorch's in 0.96-1.00 s (XLA / PyTorch 1.30-1.31x);
+the step takes 2.25-2.52 s, so the dots are 52-55 % of it; MFU now 0.38-0.43, bound 0.74-0.78. Run time ~1 min.
 
 The step's matrix multiplications are most of its work, so their speed bounds the step's. This script compiles
 the engine's distill step (`train.build_run` -> `fns.distill_step`, whole logits), reads every `dot` of the
@@ -157,7 +162,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5, help="timed distill steps (median)")
     ap.add_argument("--reps", type=int, default=3, help="calls per dot per round (best kept)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all dots")
+    ap.add_argument("--quick", action="store_true", help="tiny random teacher, 8 x 64, 3 steps, 1 round (~1 minute)")
     a = ap.parse_args(argv)
+    if a.quick:
+        a.teacher, a.seq_len, a.steps, a.rounds = "tiny", 64, 3, 1
 
     import jax
     import torch
