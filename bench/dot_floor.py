@@ -34,7 +34,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from typing import Dict, Tuple
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -43,7 +42,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import hlo_text  # noqa: E402
-from report import load_text, machine_info  # noqa: E402
+from report import call_times, load_text, machine_info  # noqa: E402
 
 DOT_DIMS = ("lhs_batch_dims", "rhs_batch_dims", "lhs_contracting_dims", "rhs_contracting_dims")
 
@@ -115,12 +114,7 @@ def einsum_spec(dot: Dot) -> str:
 
 def best_of(fn, reps: int) -> float:
     fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(call_times(fn, reps))
 
 
 def xla_timer(dot: Dot):
@@ -188,11 +182,7 @@ def main(argv=None):
     dots = dots_of(hlo)
     for _ in range(2):
         jax.block_until_ready(run.step(local))
-    step_times = []
-    for _ in range(a.steps):
-        t0 = time.perf_counter()
-        jax.block_until_ready((run.step(local), run.state))
-        step_times.append(time.perf_counter() - t0)
+    step_times = call_times(lambda: jax.block_until_ready((run.step(local), run.state)), a.steps)
     step = statistics.median(step_times)
     widths = remaining_widths(jax.device_get(run.state.masks))
     model_flops = metrics.distill_step_flops(run.teacher_config, run.student_config, a.batch, a.seq_len, widths)

@@ -57,7 +57,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
-from report import load_text  # noqa: E402
+from report import call_times, load_text  # noqa: E402
 
 CACHE = os.path.join(tempfile.gettempdir(), "jaxdistill-bench")
 STUDENT = dict(hidden_size=192, num_attention_heads=6, intermediate_size=768, with_pooler=False)
@@ -249,11 +249,7 @@ def phase_alone(which: str, batch: int, seq_len: int, steps: int, paths_json: st
     fn()  # compile / first step
     first = time.perf_counter() - t0
     fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    times = call_times(fn, steps)
     print("RESULT " + json.dumps(dict(which=which, base_rss=base, peak_rss=proc_status("VmHWM"),
                                       step_s=statistics.median(times), first_s=first)))
 
