@@ -4,7 +4,7 @@
     python bench/dot_floor.py --batch 16 --reps 5
     python bench/dot_floor.py --quick                # tiny random teacher, ~1 minute
 
-Measured on the 2-core development machine (commit 247d99c, quiet; bench/README.md): 18 distinct dots, 221 per
+Measured on the 2-core development machine (9ab1cd8+ and 247d99c, quiet; bench/README.md): 18 distinct dots, 221 per
 step, 195 GFLOP; XLA's kernels do them in 1.24-1.30 s alone, PyTorch's in 0.96-1.00 s (XLA / PyTorch 1.30-1.31x);
 the step takes 2.25-2.52 s, so the dots are 52-55 % of it; MFU now 0.38-0.43, bound 0.74-0.78. Run time ~1 min.
 
