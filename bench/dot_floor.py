@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import hlo_text  # noqa: E402
 from report import call_times, load_text, machine_info  # noqa: E402
+from workers import available_cores  # noqa: E402
 
 DOT_DIMS = ("lhs_batch_dims", "rhs_batch_dims", "lhs_contracting_dims", "rhs_contracting_dims")
 
@@ -169,7 +170,7 @@ def main(argv=None):
     from jaxdistill.models import hf
     from jaxdistill.pruning import remaining_widths
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = len(available_cores())
     torch.set_num_threads(cores)
     info = machine_info()
     print(f"{info['cpu']} ({cores} cores), jax {jax.__version__}, torch {torch.__version__}; "

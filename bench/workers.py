@@ -21,8 +21,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def available_cores() -> List[int]:
-    """The CPU cores this process may run on (its affinity, which a container or `taskset` may restrict)."""
-    return sorted(os.sched_getaffinity(0))
+    """The CPU cores this process may run on (its affinity, which a container or `taskset` may restrict; all of
+    them where the OS has no affinity call)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def pin_worker(cores) -> None:

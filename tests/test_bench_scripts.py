@@ -1,5 +1,6 @@
-"""Every module in bench/ imports and every script there has a main(): a helper renamed in one module must not leave another script broken until
-someone runs it on a quiet machine (bench/throughput.py once imported a `load_avg` that no longer existed)."""
+"""Every module in bench/ imports and every script there has a main(): a helper renamed in one module must not
+leave another script broken until someone runs it on a quiet machine (bench/throughput.py once imported a
+`load_avg` that no longer existed)."""
 import glob
 import os
 import subprocess
