@@ -17,7 +17,7 @@ from typing import Any, Optional, Tuple
 
 import jax
 
-from jaxdistill import layer_map, objectives, pruning, task_distill
+from jaxdistill import label_names, layer_map, objectives, pruning, task_distill
 from jaxdistill import sharding as shard_lib
 from jaxdistill import storage
 from jaxdistill.data import check_data_config
@@ -231,9 +231,9 @@ def resolve(config, num_devices: Optional[int] = None, process_count: int = 1) -
         scan = scan_layers_of(t, teacher.num_hidden_layers)
         teacher = teacher.replace(dtype=dtype, remat=False, scan_layers=scan)
         student, init, layers, student_path = task_distill.task_student_config(teacher, config.student)
-        labels = task_distill.label_names_of(teacher_path)
+        labels = label_names.label_names_of(teacher_path)
         if student_path:
-            task_distill.check_model_labels(labels, task_distill.label_names_of(student_path), student_path)
+            label_names.check_model_labels(labels, label_names.label_names_of(student_path), student_path)
     else:
         teacher, source = teacher_config_of(str(config.teacher.get("path") or ""))
         scan = scan_layers_of(t, teacher.num_hidden_layers)

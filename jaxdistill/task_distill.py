@@ -7,14 +7,13 @@ The teacher is a classifier fine-tuned on the task: a `jaxdistill finetune` mode
   first TinyBERT task run's export), given a fresh classifier when it has none;
 - "bilstm": `models.bilstm.BiLSTM` with the sizes in `student.bilstm`, on the teacher's tokenizer.
 Teacher, student and task must agree on the number of labels and, where they name them, on their order:
-a mismatch is an error before anything compiles (`check_model_labels` at validation, `data.task_data.
+a mismatch is an error before anything compiles (`label_names.check_model_labels` at validation, `data.task_data.
 check_labels` when the task is read). After the run the student is scored on the task's validation split
 (`validation_metrics`) and exported (`export`): a BERT as a standard Hugging Face classifier directory with the
 task's label names, a BiLSTM in its own format (`models.bilstm.save`).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -22,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxdistill import label_names as labels_lib
 from jaxdistill.errors import ConfigError, ModelError
 from jaxdistill.layer_map import init_student_from_teacher, student_config_from_layers
 from jaxdistill.models import BertConfig, bilstm, hf, init_params
@@ -35,27 +35,6 @@ def default_bilstm_config() -> ml_collections.ConfigDict:
     "teacher" (projected teacher word embeddings) or "random". Sizes: assumed (Tang et al. use 300-d word2vec
     vectors and a single-layer BiLSTM; the widths here are our reading, not checked against the paper)."""
     return ml_collections.ConfigDict(dict(embedding_size=300, hidden_size=150, dense_size=200, embeddings="teacher"))
-
-
-def label_names_of(directory: str) -> Tuple[str, ...]:
-    """The id-ordered label names in a model directory's config.json (() when there are none)."""
-    path = os.path.join(str(directory), "config.json")
-    if not os.path.isfile(path):
-        return ()
-    with open(path) as f:
-        id2label = json.load(f).get("id2label") or {}
-    return tuple(str(id2label[k]) for k in sorted(id2label, key=int))
-
-
-def named(labels: Sequence[str]) -> bool:
-    return bool(labels) and not all(str(n) == f"LABEL_{i}" for i, n in enumerate(labels))
-
-
-def check_model_labels(teacher_labels: Sequence[str], student_labels: Sequence[str], student_path: str) -> None:
-    """ConfigError when a pretrained student's classifier names labels differently from the teacher's."""
-    if named(teacher_labels) and named(student_labels) and list(teacher_labels) != list(student_labels):
-        raise ConfigError(f"the student {student_path!r} has labels {list(student_labels)} but the teacher has "
-                          f"{list(teacher_labels)} (in id order); teacher and student classifiers must agree")
 
 
 def teacher_classifier_config(path: str) -> BertConfig:
@@ -150,41 +129,6 @@ def validation_metrics(exp, task, student_params, batch_size: int = 128) -> Dict
     return {k: float(v) for k, v in task.compute_metrics(logits, task.validation["labels"]).items()}
 
 
-def write_label_names(out_dir: str, label_names: Sequence[str]) -> None:
-    """Puts the task's label names (id order) into an exported classifier's config.json (local or gs://)."""
-    if not label_names:
-        return
-    from jaxdistill import storage
-    path = storage.join(out_dir, "config.json")
-    d = storage.read_json(path)
-    d["id2label"] = {str(i): str(n) for i, n in enumerate(label_names)}
-    d["label2id"] = {str(n): i for i, n in enumerate(label_names)}
-    d["problem_type"] = "single_label_classification"
-    storage.write_json(path, d, indent=2, sort_keys=True)
-
-
-def teacher_label_names(teacher_path: str) -> Tuple[str, ...]:
-    """The fine-tuned teacher's id-ordered label names (() when it names none or cannot be read): what a task
-    student's classifier was checked against, so what an export from its workdir names."""
-    from jaxdistill import storage
-    path = str(teacher_path)
-    try:
-        if storage.is_remote(path) or (not os.path.isdir(path) and hf.looks_like_hub_id(path)):
-            path = hf.resolve_path(path)
-        return label_names_of(path)
-    except Exception:  # noqa: BLE001 - unnamed labels are allowed (LABEL_i in the export)
-        return ()
-
-
-def bilstm_config_from_params(params, embeddings: str = "teacher") -> bilstm.BiLSTMConfig:
-    """The `BiLSTMConfig` whose sizes are those of a BiLSTM student's `params` (a checkpoint's)."""
-    vocab_size, embedding_size = np.shape(params["embeddings"]["embedding"])
-    two_h, dense_size = np.shape(params["dense"]["kernel"])
-    return bilstm.BiLSTMConfig(vocab_size=int(vocab_size), num_labels=int(np.shape(params["classifier"]["kernel"])[1]),
-                               embedding_size=int(embedding_size), hidden_size=int(two_h) // 2,
-                               dense_size=int(dense_size), embeddings=str(embeddings))
-
-
 def export(exp, student_params, out_dir: str, label_names: Sequence[str],
            metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Exports the distilled student: a BERT as a Hugging Face BertForSequenceClassification directory, a
@@ -194,7 +138,7 @@ def export(exp, student_params, out_dir: str, label_names: Sequence[str],
     from jaxdistill.train.export import export_student
     result = export_student(exp.student_config, student_params, {}, out_dir, exp.tokenizer_dir,
                             overwrite=exp.export_overwrite, metadata=metadata)
-    write_label_names(out_dir, label_names)
+    labels_lib.write_label_names(out_dir, label_names)
     return result
 
 

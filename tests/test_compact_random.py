@@ -25,7 +25,6 @@ def _config(setup, **pruning):
 
 def test_shape_and_budget_equal_the_pruned_students(setup):
     from jaxdistill import experiment
-    from jaxdistill.models import BertConfig  # noqa: F401
     c = _config(setup)
     exp = experiment.resolve(c)
     s = exp.student_config

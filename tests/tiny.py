@@ -92,8 +92,7 @@ def write_tiny_task_csv(path, rows=48, seed=0) -> None:
 
 def write_tiny_classifier(directory, seed=0, labels=TASK_LABELS, **overrides):
     """A random tiny BERT classifier (a stand-in fine-tuned teacher) with named labels and a tokenizer."""
-    import os
-    from jaxdistill.task_distill import write_label_names
+    from jaxdistill.label_names import write_label_names
     config, params = write_tiny_teacher(directory, seed=seed, num_labels=len(labels), with_mlm_head=False,
                                         **overrides)
     write_label_names(str(directory), labels)

@@ -86,6 +86,15 @@ class BiLSTM(nn.Module):
         return BertOutput(last_hidden_state=hidden, logits=logits)
 
 
+def config_from_params(params, embeddings: str = "teacher") -> BiLSTMConfig:
+    """The `BiLSTMConfig` whose sizes are those of a BiLSTM student's `params` (a checkpoint's)."""
+    vocab_size, embedding_size = np.shape(params["embeddings"]["embedding"])
+    two_h, dense_size = np.shape(params["dense"]["kernel"])
+    return BiLSTMConfig(vocab_size=int(vocab_size), num_labels=int(np.shape(params["classifier"]["kernel"])[1]),
+                        embedding_size=int(embedding_size), hidden_size=int(two_h) // 2,
+                        dense_size=int(dense_size), embeddings=str(embeddings))
+
+
 def forward_flops(config: BiLSTMConfig, seq_len: int) -> float:
     """Approximate FLOPs of one example's forward: 2 directions x 4 gates x 2(E + H)H per token, + the head."""
     lstm = 2 * 4 * 2 * (config.embedding_size + config.hidden_size) * config.hidden_size * seq_len

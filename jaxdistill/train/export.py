@@ -19,8 +19,8 @@ import jax
 import numpy as np
 
 from jaxdistill import checkpoint as ckpt_lib
-from jaxdistill import pruning, storage
-from jaxdistill.models import BertConfig, hf
+from jaxdistill import label_names, pruning, storage
+from jaxdistill.models import BertConfig, bilstm, hf
 
 HELD_OUT_KL = "eval/kl"  # the metric the model card reports as the held-out teacher-student KL
 
@@ -107,7 +107,6 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     with the teacher's label names, a BiLSTM in its own format (`own_format` does not apply).
     Returns `export_student`'s (or `bilstm.save`'s) result plus "step" and "out_dir".
     """
-    from jaxdistill import task_distill
     cfg_path = storage.join(workdir, "config.json")
     if not storage.exists(cfg_path):
         raise FileNotFoundError(f"{workdir!r} is not a jaxdistill workdir (no config.json); pass the --workdir "
@@ -122,12 +121,11 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
     metrics = _run_metrics(workdir) if step == int(config["train"]["steps"]) else {}
     metadata = card_metadata(config, step, metrics)
     task_run = (config.get("data") or {}).get("kind") == "task"
-    labels = task_distill.teacher_label_names(teacher_path) if task_run else ()
+    labels = label_names.teacher_label_names(teacher_path) if task_run else ()
     student_section = config.get("student") or {}
     if student_section.get("kind", "bert") == "bilstm":
         embeddings = (student_section.get("bilstm") or {}).get("embeddings", "teacher")
-        from jaxdistill.models import bilstm
-        result = bilstm.save(task_distill.bilstm_config_from_params(student, embeddings), student, out_dir,
+        result = bilstm.save(bilstm.config_from_params(student, embeddings), student, out_dir,
                              tokenizer_dir, labels, metadata)
     else:
         base = hf.config_of(teacher_path)  # non-shape fields (activation, eps, positions); a hub id from the cache
@@ -135,6 +133,6 @@ def export_from_workdir(workdir: str, out_dir: str, step: Optional[int] = None, 
         result = export_student(config_from_params(base, student), student, masks, out_dir, tokenizer_dir,
                                 overwrite=overwrite, own_format=own_format, metadata=metadata)
         if task_run:
-            task_distill.write_label_names(out_dir, labels)
+            label_names.write_label_names(out_dir, labels)
     result.update(step=step, out_dir=out_dir)
     return result
