@@ -75,13 +75,14 @@ def teacher_dir(name: str) -> str:
 
 
 def make_config(teacher: str, batch: int, seq_len: int, *, recipe: str = "homodistil", pruning: bool = True,
-                dtype: str = "float32", dropout: bool = True, steps: int = 1000):
-    """A run config like a real HomoDistil one (base_config), on the built-in offline corpus."""
+                dtype: str = "float32", dropout: bool = True, steps: int = 1000, teacher_path: str = None):
+    """A run config like a real HomoDistil one (base_config), on the built-in offline corpus; the teacher is
+    `teacher_path` when given, else `teacher_dir(teacher)`."""
     from jaxdistill.configs import paper_recipe
     from jaxdistill.defaults import base_config
     c = base_config()
     c.recipe = paper_recipe(recipe)
-    c.teacher.path = teacher_dir(teacher)
+    c.teacher.path = teacher_path or teacher_dir(teacher)
     c.data.corpus.source = "builtin"
     c.data.corpus.name = "python_docs"
     c.data.seq_len = seq_len

