@@ -53,7 +53,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from homodistil_step import CACHE, RANDOM_TEACHERS, make_config, set_target_widths, teacher_dir  # noqa: E402
-from memory_scale import make_batch  # noqa: E402
+from memory_scale import make_batch, memory_of  # noqa: E402
 from report import load_text  # noqa: E402
 from throughput import matmul_peak  # noqa: E402
 
@@ -89,14 +89,12 @@ def synthetic_teacher_dir(name: str) -> str:
 
 
 def compiled_step(run, local_batch):
-    """(bytes, seconds): XLA's accounting of the run's compiled distill step (temporaries + arguments + outputs
-    - aliased) and the wall time of its lowering and compilation."""
+    """(bytes, seconds): XLA's accounting of the run's compiled distill step (`memory_scale.memory_of`'s peak:
+    temporaries + arguments + outputs - aliased) and the wall time of its lowering and compilation."""
     t0 = time.perf_counter()
     compiled = run.fns.distill_step.lower(run.state, run.teacher_params, run.global_batch(local_batch)).compile()
     seconds = time.perf_counter() - t0
-    m = compiled.memory_analysis()
-    used = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-    return int(used), seconds
+    return int(memory_of(compiled)["peak"]), seconds
 
 
 def loss_terms(metrics) -> dict:
