@@ -259,6 +259,7 @@ def homodistil_stage(work: str, results: str, s: Dict[str, Any], paths: Dict[str
         return dict(path=None, source="skipped (--no-homodistil)")
     from jaxdistill import mlm_head
     from jaxdistill.configs import demo as demo_setup
+    from jaxdistill.configs import homodistil as homodistil_config
     marker = os.path.join(results, "homodistil_student.json")
     want = plain(dict(quick=s["quick"], demo=demo_setup.settings(s["quick"])))
     info = read_json(marker)
@@ -277,7 +278,7 @@ def homodistil_stage(work: str, results: str, s: Dict[str, Any], paths: Dict[str
     load0, t0 = load_average(), time.time()
 
     def demo_config(teacher: str):
-        c = demo_setup.distill_config(teacher, paths["corpus"], s["quick"], workdir=folder)
+        c = homodistil_config.demo_config(teacher, paths["corpus"], s["quick"], workdir=folder)
         if s["quick"]:  # the tiny teacher: toy pruning targets and sizes
             c.data.seq_len, c.data.holdout_sequences = d["seq_len"], 4
             c.pruning.update(dict(hidden=8, ffn=16, heads=1, warmup_steps=1, final_steps=1, every=1, window=1))

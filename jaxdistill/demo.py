@@ -33,6 +33,7 @@ import numpy as np
 from jaxdistill import storage
 from jaxdistill.configs import common
 from jaxdistill.configs import demo as demo_setup
+from jaxdistill.configs import homodistil as homodistil_config
 
 log = logging.getLogger("jaxdistill.demo")
 
@@ -124,7 +125,7 @@ def run_demo(workdir: str = demo_setup.WORKDIR, quick: bool = False) -> int:
         head = read_marker(storage.join(workdir, "teacher-mlm.json"))
         if head is None:
             print("[1/4] fitting an MLM head on the frozen teacher", flush=True)
-            data_cfg = demo_setup.distill_config(teacher, corpus, quick, workdir=workdir).data
+            data_cfg = homodistil_config.demo_config(teacher, corpus, quick, workdir=workdir).data
             head = mlm_head.fit_mlm_head(teacher, data_cfg, teacher_mlm, steps=s["mlm_head_steps"],
                                          batch_size=s["mlm_head_batch"], lr=s["mlm_head_lr"], overwrite=True)
             write_marker(storage.join(workdir, "teacher-mlm.json"), head)
@@ -135,7 +136,7 @@ def run_demo(workdir: str = demo_setup.WORKDIR, quick: bool = False) -> int:
         distill_dir = storage.join(workdir, "distill")
         summary = read_marker(storage.join(workdir, "distill.json"))
         if summary is None:
-            config = demo_setup.distill_config(teacher_mlm, corpus, quick, workdir=workdir)
+            config = homodistil_config.demo_config(teacher_mlm, corpus, quick, workdir=workdir)
             summary = train.train_and_evaluate(config, distill_dir)
             summary = write_marker(storage.join(workdir, "distill.json"), summary)
         student = demo_setup.student_dir(workdir)

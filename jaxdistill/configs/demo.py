@@ -2,7 +2,7 @@
 
 The demo (`jaxdistill/demo.py` runs it) distils the offline all-MiniLM-L6-v2 with HomoDistil to half its width
 on the Pang & Lee movie reviews, then fine-tunes teacher and student on the Pang & Lee sentences. Everything
-else that says "demo" uses this module: `homodistil:demo` is its distillation stage (`distill_config`),
+else that says "demo" uses this module: `homodistil:demo` is its distillation stage (`apply_distill_settings`),
 `finetune:pang_lee` its fine-tuning stage (`finetune_config`). Sizes and step counts are chosen to finish
 in about 10 minutes on 2 CPU cores (assumed, not from a paper); `quick=True` gives a ~3-minute pipeline check.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from jaxdistill import storage
-from jaxdistill.configs import homodistil
 
 WORKDIR = "jaxdistill-demo"
 
@@ -44,13 +43,13 @@ def sentences_csv(workdir: str = WORKDIR) -> str:
     return storage.join(workdir, "data", "sentences.csv")
 
 
-def distill_config(teacher: str, corpus: Optional[str] = None, quick: bool = False,
-                   workdir: Optional[str] = None):
-    """The demo's HomoDistil config: `teacher` pruned to `HALF_WIDTH` while distilled on `corpus` (a text
-    file; the built-in python_docs corpus when None). With `workdir`, the data cache and the export go under
-    it (`cache/`, `student/`)."""
+def apply_distill_settings(c, teacher: str, corpus: Optional[str] = None, quick: bool = False,
+                           workdir: Optional[str] = None):
+    """Makes the HomoDistil config `c` (`homodistil.base_experiment()`; `homodistil.demo_config` composes the
+    two) the demo's: `teacher` pruned to `HALF_WIDTH` while distilled on `corpus` (a text file; the built-in
+    python_docs corpus when None). With `workdir`, the data cache and the export go under it (`cache/`,
+    `student/`). Returns `c`."""
     s = settings(quick)
-    c = homodistil.base_experiment()
     c.teacher.path = teacher
     if corpus:
         c.data.corpus.update(dict(source="text", path=corpus))

@@ -61,7 +61,7 @@ demo` fits one first (`jaxdistill fit-mlm-head`); without it the MLM and predict
 head.
 """
 from jaxdistill import objectives
-from jaxdistill.configs import common
+from jaxdistill.configs import common, demo
 from jaxdistill.defaults import base_config
 
 PRESETS = ("base", "small", "xsmall", "tiny", "demo", "smoke")
@@ -104,11 +104,16 @@ def base_experiment():
     return c
 
 
+def demo_config(teacher: str, corpus=None, quick: bool = False, workdir=None):
+    """The distillation stage of `jaxdistill demo`: `base_experiment()` with the demo's settings
+    (`configs/demo.py`, `apply_distill_settings`, where the arguments are described)."""
+    return demo.apply_distill_settings(base_experiment(), teacher, corpus, quick, workdir)
+
+
 def get_config(preset: str = DEFAULT_PRESET):
     preset = common.check_preset(preset, PRESETS)
-    if preset == "demo":  # the distillation stage of `jaxdistill demo`, defined once in configs/demo.py
-        from jaxdistill.configs import demo  # imported here: demo.py builds on base_experiment() above
-        return demo.distill_config(common.offline_teacher_path())
+    if preset == "demo":
+        return demo_config(common.offline_teacher_path())
     c = base_experiment()
     if preset in PAPER_STUDENTS:
         hidden, head_dim, ffn, lr = PAPER_STUDENTS[preset]
