@@ -104,10 +104,6 @@ def loss_terms(metrics) -> dict:
     return {k: float(v) for k, v in host.items() if k == "loss" or k.startswith("loss/")}
 
 
-def within(bf16: float, f32: float, rtol: float) -> bool:
-    return abs(bf16 - f32) <= rtol * abs(f32)
-
-
 def measure(a) -> dict:
     """Builds both runs, compares their losses, times them alternately; the figures as a dict."""
     from jaxdistill import metrics, train
@@ -118,11 +114,11 @@ def measure(a) -> dict:
     res = dict(device=dev.device_kind, platform=dev.platform, n_devices=jax.device_count(),
                load=[load_text()], runs={}, losses={}, compile_s={}, memory={})
     teacher = synthetic_teacher_dir(a.teacher) if a.synthetic else teacher_dir(a.teacher)
+    teacher_cfg = hf.load_config(teacher)
     for dtype in DTYPES:
         cfg = make_config(a.teacher, a.batch, a.seq_len, recipe="homodistil", pruning=True, dtype=dtype,
                           dropout=not a.no_dropout, teacher_path=teacher)
         cfg.train.vocab_chunk_tokens = a.vocab_chunk_tokens
-        teacher_cfg = hf.load_config(teacher)
         set_target_widths(cfg, teacher_cfg)
         data = SyntheticBatches(a.batch, a.seq_len, teacher_cfg.vocab_size) if a.synthetic else None
         run = train.build_run(cfg, data=data)
@@ -180,18 +176,17 @@ def report_lines(a, res: dict) -> list:
              f"{res['memory']['float32'] / MB:.0f} MB | {res['memory']['bfloat16'] / res['memory']['float32']:.2f}x |")
     L.append(f"| lower + compile the step | {res['compile_s']['bfloat16']:.1f} s | "
              f"{res['compile_s']['float32']:.1f} s | |")
-    for s in range(a.loss_steps):
-        lb, lf = res["losses"]["bfloat16"][s]["loss"], res["losses"]["float32"][s]["loss"]
-        L.append(f"| loss at step {s} | {lb:.5f} | {lf:.5f} | {abs(lb - lf) / abs(lf):.2e} relative |")
+    pairs = [(b["loss"], f["loss"]) for b, f in zip(res["losses"]["bfloat16"], res["losses"]["float32"])]
+    relative = [abs(lb - lf) / abs(lf) for lb, lf in pairs]
+    for s, ((lb, lf), r) in enumerate(zip(pairs, relative)):
+        L.append(f"| loss at step {s} | {lb:.5f} | {lf:.5f} | {r:.2e} relative |")
     terms = sorted(k for k in res["losses"]["float32"][0] if k != "loss")
     for k in terms:
         lb, lf = res["losses"]["bfloat16"][0][k], res["losses"]["float32"][0][k]
         L.append(f"| {k} at step 0 | {lb:.5f} | {lf:.5f} | {abs(lb - lf):.2e} absolute |")
-    ok = all(within(b["loss"], f["loss"], a.rtol) for b, f in zip(res["losses"]["bfloat16"], res["losses"]["float32"]))
-    worst = max(abs(b["loss"] - f["loss"]) / abs(f["loss"])
-                for b, f in zip(res["losses"]["bfloat16"], res["losses"]["float32"]))
+    ok = all(r <= a.rtol for r in relative)
     L += ["", f"bf16 loss within {a.rtol:g} (relative) of float32 at each of the first {a.loss_steps} steps: "
-              f"**{'yes' if ok else 'NO'}** (largest difference {worst:.2e})."]
+              f"**{'yes' if ok else 'NO'}** (largest difference {max(relative):.2e})."]
     if res["device_peak_bytes"]:
         L.append(f"Peak device memory of the process (both runs alive): {res['device_peak_bytes'] / 2 ** 30:.2f} GiB.")
     return L
